@@ -1,0 +1,1 @@
+"""kdflow: knowledge distillation as a Snakemake DAG."""

@@ -1,0 +1,188 @@
+"""Config validation: JSON schema, defaults, and the cross-key checks a schema cannot express.
+
+    python -m kdflow.config config/config.yaml   # check a config; exit 1 with the reason
+
+`check_config` fills defaults into the dict it is given and raises `ConfigError` naming the key
+(`train.epochs`, `assistants[1]`) and what is allowed. The Snakefile calls it while parsing, so a
+bad config stops the run before any job starts and before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from kdflow.data import GENERATED
+from kdflow.models import MODELS
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Input rank each dataset gives, and each family accepts (None: any).
+DATASET_RANK = {"mnist1d": 1, "mnist": 3, "cifar10": 3}
+FAMILY_RANK = {"mlp": None, "cnn1d": 1, "cnn2d": 3}
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed; the message names the key."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    ref = node.get("$ref")
+    return _resolve(schema, schema["$defs"][ref.split("/")[-1]]) if ref else node
+
+
+def _message(err: jsonschema.ValidationError, schema: dict) -> str:
+    key = _key(err.absolute_path)
+    node = _resolve(schema, err.schema) if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(node.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        where = f"{key}." if err.absolute_path else ""
+        return f"config key '{where}{extra[0]}' is not allowed; allowed keys here: {', '.join(allowed)}"
+    if err.validator == "required":
+        return f"config key '{key}': {err.message}"
+    if err.validator == "propertyNames":
+        return (
+            f"config key '{key}': name {err.instance!r} is not allowed "
+            "(letters, digits and single underscores; '__' separates edge names)"
+        )
+    if err.validator == "enum":
+        allowed = ", ".join(map(str, err.validator_value))
+        return f"config key '{key}': {err.instance!r} is not allowed; allowed: {allowed}"
+    desc = node.get("description") or _parent_description(schema, err)
+    hint = f" ({desc})" if desc else ""
+    return f"config key '{key}': {err.message}{hint}"
+
+
+def _parent_description(schema: dict, err: jsonschema.ValidationError) -> str:
+    node = schema
+    for part in err.absolute_path:
+        node = _resolve(schema, node)
+        props = node.get("properties", {})
+        if isinstance(part, str) and part in props:
+            node = props[part]
+        elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        elif isinstance(part, int) and "items" in node:
+            node = node["items"]
+        else:
+            return ""
+    return _resolve(schema, node).get("description", "")
+
+
+def fill_defaults(config: dict, schema: dict, root: dict | None = None) -> None:
+    """Set every absent key that has a schema default, recursing into objects."""
+    root = root or schema
+    schema = _resolve(root, schema)
+    for name, sub in schema.get("properties", {}).items():
+        for node in (sub, _resolve(root, sub)):  # a default beside a $ref wins
+            if name not in config and "default" in node:
+                config[name] = copy.deepcopy(node["default"])
+        if isinstance(config.get(name), dict):
+            fill_defaults(config[name], _resolve(root, sub), root)
+
+
+def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate `config` in place (defaults filled); raise ConfigError naming the first bad key."""
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError(_message(errors[0], schema))
+    fill_defaults(config, schema)
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(c: dict) -> None:
+    models = c["models"]
+    defined = ", ".join(sorted(models))
+    chain = [("teacher", c["teacher"])]
+    chain += [(f"assistants[{i}]", n) for i, n in enumerate(c["assistants"])]
+    chain += [("student", c["student"])]
+    seen: dict[str, str] = {}
+    for key, name in chain:
+        if name not in models:
+            raise ConfigError(
+                f"config key '{key}': model {name!r} is not defined under 'models' (defined: {defined})"
+            )
+        if name in seen:
+            raise ConfigError(
+                f"config key '{key}': model {name!r} is already used as '{seen[name]}'; "
+                "teacher, assistants and student must be distinct models"
+            )
+        seen[name] = key
+
+    ds = c["dataset"]
+    if ds["name"] not in GENERATED:
+        if not ds["root"]:
+            raise ConfigError(
+                f"config key 'dataset.root': dataset {ds['name']!r} is read from disk and needs a root "
+                "directory (kdflow never downloads data)"
+            )
+        if not Path(ds["root"]).is_dir():
+            raise ConfigError(f"config key 'dataset.root': directory {ds['root']!r} does not exist")
+
+    rank = DATASET_RANK[c["dataset"]["name"]]
+    for name, spec in models.items():
+        family = spec["family"]
+        allowed = [
+            p for p in inspect.signature(MODELS[family]).parameters if p not in ("input_shape", "num_classes")
+        ]
+        for knob in spec:
+            if knob != "family" and knob not in allowed:
+                raise ConfigError(
+                    f"config key 'models.{name}.{knob}': not a knob of family {family!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        if FAMILY_RANK[family] not in (None, rank):
+            raise ConfigError(
+                f"config key 'models.{name}.family': {family!r} does not take the {rank}-D inputs "
+                f"of dataset {c['dataset']['name']!r}"
+            )
+        if family == "cnn1d" and spec.get("kernel", 5) % 2 == 0:
+            raise ConfigError(f"config key 'models.{name}.kernel': must be odd, got {spec['kernel']}")
+
+    for key in ("temperature", "alpha"):
+        r = c["tuning"][key]
+        if r["low"] > r["high"]:
+            raise ConfigError(
+                f"config key 'tuning.{key}': low ({r['low']}) must not exceed high ({r['high']})"
+            )
+
+    results = Path(c["results_dir"]).resolve()
+    existing = next(p for p in [results, *results.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
+
+
+def main(argv: list[str]) -> int:
+    config = yaml.safe_load(Path(argv[0]).read_text()) or {}
+    try:
+        check_config(config)
+    except ConfigError as e:
+        print(f"invalid config {argv[0]}: {e}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,223 @@
+"""The training loop: one loop for plain and KD training.
+
+    objective = scratch_objective()                      # or kd_objective(teacher_logits, T, alpha)
+    result = fit(model, train, val, TrainConfig(epochs=30, seed=0), objective,
+                 callbacks=[ProgressBar()], checkpoint=Path("ckpt.pt"))
+    result.model      # weights of the epoch with the best validation accuracy (never test)
+    result.history    # one dict per epoch: train_loss, train_<part>, val_acc, val_loss, lr
+
+Data live as tensors on the training device and are batched by index: the permutation of epoch e
+is drawn from a generator seeded with (seed, e), so the order is a pure function of the epoch and a
+resumed run sees the same batches. After every epoch the whole state (weights, optimizer,
+scheduler, best weights, history, torch RNG) is written atomically to `checkpoint`; `fit` resumes
+from it when it exists and was written for the same configuration. On CPU a resumed fit ends with
+the same weights, bit for bit, as one that ran straight through.
+
+Side effects (progress, tracking, pruning) are callbacks; this module imports neither the
+tracker nor the tuner. Metrics stay on the device during an epoch: one host sync per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdflow.checkpoint import load_checkpoint, save_checkpoint
+from kdflow.data import Split
+from kdflow.losses import ce_loss, kd_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3  # Adam-family default that trains these small nets in tens of epochs
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, nesterov)
+    scheduler: str = "cosine"  # "cosine" (per epoch, to 0) | "constant"
+    seed: int = 0
+    device: str = "cpu"
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# An objective maps (model, x, y, idx) to a dict of named loss parts; "loss" is optimised.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
+
+
+def scratch_objective() -> Objective:
+    def objective(model, x, y, idx):
+        return ce_loss(model(x), y)
+
+    return objective
+
+
+def kd_objective(teacher_logits: torch.Tensor, temperature: float, alpha: float) -> Objective:
+    """KD against precomputed teacher logits for the training split, looked up by sample index."""
+
+    def objective(model, x, y, idx):
+        return kd_loss(model(x), teacher_logits[idx], y, temperature, alpha)
+
+    return objective
+
+
+class Callback:
+    """Hooks for side effects. Raising from a hook stops the fit (how pruning works)."""
+
+    def on_fit_start(self, start_epoch: int, epochs: int) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_fit_end(self, result: FitResult) -> None: ...
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # best-validation weights loaded
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = 0.0
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits in eval mode, without gradients, batched to bound memory."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
+    logits = predict_logits(model, split.x)
+    return {
+        "acc": (logits.argmax(1) == split.y).float().mean().item(),
+        "loss": F.cross_entropy(logits, split.y).item(),
+    }
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def fingerprint(*parts: object) -> str:
+    """A short hash of JSON-able parts: a checkpoint resumes only the run it was written for."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    cfg: TrainConfig,
+    objective: Objective,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: Path | None = None,
+    run_key: str = "",
+    stage: str = "train",
+) -> FitResult:
+    """Train `model`; return it with its best-validation weights. See the module docstring.
+
+    `run_key` identifies the run (model spec, method, T, alpha...) beyond `cfg`; together they
+    decide whether an existing checkpoint belongs to this run. `stage` names the job in errors.
+    """
+    device = cfg.device
+    model.to(device)
+    train, val = train.to(device), val.to(device)
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg)
+    key = fingerprint(asdict(cfg), run_key)
+    state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
+
+    if checkpoint is not None and checkpoint.exists():
+        ck = load_checkpoint(checkpoint)
+        if ck["key"] == key:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            torch.set_rng_state(ck["rng"])
+            state = {k: ck[k] for k in state}
+
+    for cb in callbacks:
+        cb.on_fit_start(state["epoch"], cfg.epochs)
+
+    n = len(train)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        model.train()
+        perm = epoch_permutation(n, cfg.seed, epoch, device)
+        sums: dict[str, torch.Tensor] = {}
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            parts = objective(model, train.x[idx], train.y[idx], idx)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            opt.step()
+            for name, value in parts.items():  # summed on device; synced once per epoch
+                sums[name] = sums.get(name, 0.0) + value.detach() * len(idx)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+
+        metrics = {f"train_{k}": v.item() / n for k, v in sums.items()}
+        if not math.isfinite(metrics["train_loss"]):
+            raise DivergenceError(
+                f"{stage}: training loss became {metrics['train_loss']} at epoch {epoch} "
+                f"(lr={cfg.lr}, {run_key}); lower the learning rate or check T/alpha"
+            )
+        v = evaluate(model, val)
+        metrics.update(val_acc=v["acc"], val_loss=v["loss"], lr=lr)
+        state["history"].append({"epoch": epoch, **metrics})
+        if v["acc"] > state["best_val_acc"]:
+            state.update(best_epoch=epoch, best_val_acc=v["acc"])
+            state["best_state"] = copy.deepcopy(model.state_dict())
+        state["epoch"] = epoch
+
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    **state,
+                    "key": key,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+            )
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, metrics)
+
+    model.load_state_dict(state["best_state"])
+    model.eval()
+    result = FitResult(model, state["history"], state["best_epoch"], state["best_val_acc"])
+    for cb in callbacks:
+        cb.on_fit_end(result)
+    return result

@@ -1,0 +1,338 @@
+"""The pipeline's jobs as plain functions: each Snakemake script unpacks its paths and calls one.
+
+    prepare_data(...)   generate / read a dataset into one .npz under resources/
+    train(...)          train a model from labels (teacher, scratch student) or distil it
+    cache_logits(...)   a teacher's logits on train/val, computed once, reused by every consumer
+    tune(...)           Optuna study of (T, alpha) for one edge -> best_params.json
+    evaluate(...)       test-set metrics of one trained model -> test_metrics.json
+
+Files are the interface between jobs; MLflow only records. Each job's metadata file (`fit.json`)
+holds its MLflow run id, which is how a student's run names its teacher's run (lineage).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from kdflow import data as datamod
+from kdflow import tracking as trk
+from kdflow.atomic import atomic_write, read_json, write_json
+from kdflow.checkpoint import (
+    CorruptFileError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
+from kdflow.engine import (
+    Callback,
+    TrainConfig,
+    fingerprint,
+    fit,
+    kd_objective,
+    predict_logits,
+    scratch_objective,
+)
+from kdflow.metrics import agreement, expected_calibration_error, throughput
+from kdflow.models import build_model, count_parameters
+from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study, trials_frame
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A prepared dataset file and how its training part is split."""
+
+    path: Path
+    val_fraction: float = 0.2
+    split_seed: int = 0
+
+    def load(self, split: str) -> datamod.Split:
+        return datamod.load_split(Path(self.path), split, self.val_fraction, self.split_seed)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What a job is: names for tags, metadata and error messages."""
+
+    rule: str
+    model: str
+    role: str  # teacher | assistant | student
+    method: str  # scratch | kd | takd
+    seed: int
+    edge: str = ""  # "<teacher>__<student>", or "" when trained from labels
+    config_hash: str = ""
+
+    def tags(self) -> dict:
+        return {
+            "role": self.role,
+            "method": self.method,
+            "seed": self.seed,
+            "edge": self.edge or "none",
+            "model": self.model,
+            "snakemake_rule": self.rule,
+            "git_commit": trk.git_commit(),
+            "config_hash": self.config_hash,
+        }
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """A teacher as a consumer sees it: its cached logits and its metadata file."""
+
+    logits: Path
+    fit_json: Path
+
+
+def setup(threads: int, deterministic: bool = True) -> None:
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(deterministic)
+
+
+class ProgressBar(Callback):
+    """One tqdm bar over epochs, to the job's log."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+
+    def on_fit_start(self, start_epoch, epochs):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=epochs, initial=start_epoch, desc=self.desc, mininterval=2.0)
+
+    def on_epoch_end(self, epoch, metrics):
+        self.bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}")
+        self.bar.update(1)
+
+    def on_fit_end(self, result):
+        self.bar.close()
+
+
+def prepare_data(name: str, root: str | None, seed: int, out: Path) -> None:
+    raw = datamod.LOADERS[name](Path(root) if root else None, seed)
+    datamod.save_raw(raw, out)
+
+
+def _load_teacher(teacher: TeacherRef) -> tuple[dict, dict]:
+    meta = read_json(teacher.fit_json)
+    cache = load_checkpoint(teacher.logits)
+    if cache["teacher_sha256"] != meta["model_sha256"]:
+        raise CorruptFileError(
+            f"{teacher.logits} was computed from another checkpoint than the one {teacher.fit_json} "
+            "describes; delete it and rerun to recompute it"
+        )
+    return meta, cache
+
+
+def train(
+    *,
+    data: DataRef,
+    spec: dict,
+    cfg: TrainConfig,
+    info: JobInfo,
+    out_dir: Path,
+    tracking: trk.TrackingSpec,
+    teacher: TeacherRef | None = None,
+    kd_params: dict | None = None,
+    resolved_config: dict | None = None,
+) -> dict:
+    """Train one model (from labels, or distilled when `teacher` is given); write into out_dir:
+    model.pt, history.parquet, fit.json; checkpoint.pt is the resumable state (not an output)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_split, val_split = data.load("train"), data.load("val")
+    shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, shape, n_cls)
+
+    params = {"model_spec": json.dumps(spec), "num_params": count_parameters(model), **asdict(cfg)}
+    tags = info.tags()
+    if teacher is None:
+        objective, run_key = scratch_objective(), json.dumps([spec, info.method])
+    else:
+        t_meta, cache = _load_teacher(teacher)
+        T, alpha = kd_params["temperature"], kd_params["alpha"]
+        objective = kd_objective(cache["train"], T, alpha)
+        run_key = json.dumps([spec, info.method, T, alpha, t_meta["model_sha256"]])
+        params.update(temperature=T, alpha=alpha, teacher=t_meta["model"])
+        tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
+
+    name = f"{info.rule}/{info.edge or info.model}/seed{info.seed}"
+    with trk.start_run(tracking, name, tags, params, output=str(out_dir)) as run:
+        result = fit(
+            model,
+            train_split,
+            val_split,
+            cfg,
+            objective,
+            callbacks=[ProgressBar(name), trk.MetricsCallback(run)],
+            checkpoint=out_dir / "checkpoint.pt",
+            run_key=run_key,
+            stage=name,
+        )
+        model_sha = save_model(out_dir / "model.pt", result.model, spec, shape, n_cls)
+        _write_history(result.history, out_dir / "history.parquet")
+        meta = {
+            "model": info.model,
+            "role": info.role,
+            "method": info.method,
+            "seed": info.seed,
+            "edge": info.edge,
+            "spec": spec,
+            "num_params": count_parameters(result.model),
+            "best_epoch": result.best_epoch,
+            "best_val_acc": result.best_val_acc,
+            "model_sha256": model_sha,
+            "mlflow_run_id": run.run_id,
+            "teacher_run_id": tags.get("teacher_run_id"),
+            **({"temperature": T, "alpha": alpha} if teacher is not None else {}),
+        }
+        write_json(out_dir / "fit.json", meta)
+        run.set_tags({"model_sha256": model_sha})
+        run.log_metrics({"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch})
+        for f in ("model.pt", "history.parquet", "fit.json"):
+            run.log_artifact(out_dir / f)
+        if resolved_config is not None:
+            write_json(out_dir / "config.resolved.json", resolved_config)
+            run.log_artifact(out_dir / "config.resolved.json")
+        run.log_model(result.model)
+    return meta
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    with atomic_write(path) as tmp:
+        pd.DataFrame(history).to_parquet(tmp, index=False)
+
+
+def cache_logits(*, data: DataRef, model_file: Path, fit_json: Path, out: Path) -> None:
+    """Teacher logits on the train and val splits, keyed by the teacher checkpoint's sha256."""
+    meta = read_json(fit_json)
+    model = load_model(model_file, meta["model_sha256"])
+    save_checkpoint(
+        out,
+        {
+            "train": predict_logits(model, data.load("train").x),  # (N_train, C)
+            "val": predict_logits(model, data.load("val").x),  # (N_val, C)
+            "teacher_sha256": meta["model_sha256"],
+        },
+    )
+
+
+def tune(
+    *,
+    data: DataRef,
+    spec: dict,
+    cfg: TrainConfig,
+    info: JobInfo,
+    teacher: TeacherRef,
+    space: SearchSpace,
+    n_trials: int,
+    pruner: PrunerConfig,
+    journal: Path,
+    out_params: Path,
+    out_trials: Path,
+    tracking: trk.TrackingSpec,
+) -> dict:
+    """Tune (T, alpha) for one edge on the validation split; write best params and all trials."""
+    train_split, val_split = data.load("train"), data.load("val")
+    shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
+    t_meta, cache = _load_teacher(teacher)
+    tags = {**info.tags(), "teacher_run_id": t_meta.get("mlflow_run_id") or "none"}
+    name = f"tune/{info.edge}"
+    params = {"model_spec": json.dumps(spec), "n_trials": n_trials, **asdict(cfg), **asdict(space)}
+    with trk.start_run(tracking, name, tags, params, output=str(out_params.parent)) as parent:
+
+        def train_trial(trial, T, alpha, prune_cb):
+            torch.manual_seed(cfg.seed)
+            model = build_model(spec, shape, n_cls)
+            trial_name = f"{name}/trial{trial.number}"
+            with trk.start_run(
+                tracking,
+                trial_name,
+                {**tags, "optuna_trial": trial.number},
+                {"temperature": T, "alpha": alpha},
+                output=f"{journal}#{trial.number}",
+                parent_run_id=parent.run_id,
+            ) as run:
+                result = fit(
+                    model,
+                    train_split,
+                    val_split,
+                    cfg,
+                    kd_objective(cache["train"], T, alpha),
+                    callbacks=[trk.MetricsCallback(run), prune_cb],
+                    stage=trial_name,
+                )
+                run.log_metrics({"best_val_acc": result.best_val_acc})
+            return result.best_val_acc
+
+        study = run_study(journal, info.edge, space, n_trials, cfg.seed, pruner, train_trial)
+        best = best_params(study)
+        frame = trials_frame(study)
+        with atomic_write(out_trials) as tmp:
+            frame.to_parquet(tmp, index=False)
+        write_json(out_params, {**best, "edge": info.edge})
+        parent.log_params({"best_temperature": best["temperature"], "best_alpha": best["alpha"]})
+        parent.log_metrics({"best_val_acc": best["val_acc"]})
+        parent.log_artifact(out_params)
+        parent.log_artifact(out_trials)
+    return best
+
+
+def evaluate(
+    *,
+    data: DataRef,
+    model_file: Path,
+    fit_json: Path,
+    out: Path,
+    tracking: trk.TrackingSpec,
+    teacher_model: Path | None = None,
+    teacher_fit_json: Path | None = None,
+) -> dict:
+    """Test-set metrics of one model; logged into the model's own training run too."""
+    meta = read_json(fit_json)
+    model = load_model(model_file, meta["model_sha256"])
+    test = data.load("test")
+    logits = predict_logits(model, test.x)
+    probs = logits.softmax(1)
+    metrics = {
+        "test_acc": (logits.argmax(1) == test.y).float().mean().item(),
+        "test_nll": F.cross_entropy(logits, test.y).item(),
+        "test_ece": expected_calibration_error(probs, test.y),
+        "num_params": count_parameters(model),
+        "throughput": throughput(model, test.x),
+    }
+    if teacher_model is not None:
+        t_meta = read_json(teacher_fit_json)
+        t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test.x)
+        metrics["teacher_agreement"] = agreement(logits, t_logits)
+    row = {**{k: meta.get(k) for k in _ROW_KEYS}, **metrics}
+    write_json(out, row)
+    if tracking.enabled and meta.get("mlflow_run_id"):
+        run = trk.Run(trk._client(tracking), meta["mlflow_run_id"])
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        run.log_artifact(out)
+    return row
+
+
+_ROW_KEYS = (
+    "model",
+    "role",
+    "method",
+    "seed",
+    "edge",
+    "best_val_acc",
+    "best_epoch",
+    "temperature",
+    "alpha",
+    "mlflow_run_id",
+    "teacher_run_id",
+)
+
+
+def config_hash(config: dict) -> str:
+    return fingerprint(config)

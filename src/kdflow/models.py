@@ -1,0 +1,132 @@
+"""Model families with size knobs, and the one registry that names them.
+
+    model = build_model({"family": "cnn1d", "channels": 64, "layers": 3}, input_shape=(40,), num_classes=10)
+    logits = model(x)                           # (B, num_classes)
+    logits, feats = model.forward_features(x)   # feats: {"block1": ..., "penultimate": (B, D)}
+
+Every family returns logits from `forward` and, from `forward_features`, the same logits plus named
+intermediate features, so a feature-based method (FitNets, attention transfer, RKD, CRD) can ask
+for them without a change here. `input_shape` excludes the batch: (L,) for 1-D signals,
+(C, H, W) for images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Base: subclasses implement `forward_features`; `forward` returns logits only."""
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+class MLP(Classifier):
+    """Flatten, then `hidden` ReLU layers, then a linear classifier."""
+
+    def __init__(self, input_shape, num_classes, hidden=(64,), dropout=0.0):
+        super().__init__()
+        dims = [math.prod(input_shape), *hidden]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout))
+            for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.head = nn.Linear(dims[-1], num_classes)
+
+    def forward_features(self, x):
+        h = x.flatten(1)  # (B, D)
+        feats = {}
+        for i, block in enumerate(self.blocks, 1):
+            h = block(h)
+            feats[f"block{i}"] = h
+        feats["penultimate"] = h
+        return self.head(h), feats
+
+
+class CNN1D(Classifier):
+    """Conv1d blocks (stride 2, BatchNorm, ReLU), then flatten and a linear classifier.
+
+    Flattening instead of global pooling keeps where a pattern occurred, which MNIST-1D needs
+    (the digit templates are positional); the paper's CNN does the same.
+    """
+
+    def __init__(self, input_shape, num_classes, channels=32, layers=3, kernel=5, dropout=0.0):
+        super().__init__()
+        (length,) = input_shape
+        chans = [1] + [channels] * layers
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(a, b, kernel, stride=2, padding=kernel // 2),
+                nn.BatchNorm1d(b),
+                nn.ReLU(),
+            )
+            for a, b in zip(chans[:-1], chans[1:])
+        )
+        for _ in range(layers):
+            length = (length + 2 * (kernel // 2) - kernel) // 2 + 1
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels * length, num_classes)
+
+    def forward_features(self, x):
+        h = x.unsqueeze(1)  # (B, 1, L)
+        feats = {}
+        for i, block in enumerate(self.blocks, 1):
+            h = block(h)  # (B, C, L / 2^i)
+            feats[f"block{i}"] = h
+        h = h.flatten(1)
+        feats["penultimate"] = h
+        return self.head(self.dropout(h)), feats
+
+
+class CNN2D(Classifier):
+    """Conv2d blocks (3x3, BatchNorm, ReLU, 2x2 max-pool), global average pool, linear head.
+
+    The plain-CNN family the TAKD paper uses on CIFAR (its "CNN 10 / 4 / 2" are depths).
+    """
+
+    def __init__(self, input_shape, num_classes, channels=32, layers=4):
+        super().__init__()
+        in_ch = input_shape[0]
+        chans = [in_ch] + [channels * 2 ** min(i, 3) for i in range(layers)]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(a, b, 3, padding=1),
+                nn.BatchNorm2d(b),
+                nn.ReLU(),
+                nn.MaxPool2d(2) if i < 3 else nn.Identity(),
+            )
+            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))
+        )
+        self.head = nn.Linear(chans[-1], num_classes)
+
+    def forward_features(self, x):
+        h = x  # (B, C, H, W)
+        feats = {}
+        for i, block in enumerate(self.blocks, 1):
+            h = block(h)
+            feats[f"block{i}"] = h
+        h = h.mean(dim=(2, 3))  # (B, C)
+        feats["penultimate"] = h
+        return self.head(h), feats
+
+
+# family name -> class. The config's model spec is {"family": name, **constructor knobs}.
+MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D}
+
+
+def build_model(spec: dict, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    knobs = {k: v for k, v in spec.items() if k != "family"}
+    if "hidden" in knobs:
+        knobs["hidden"] = tuple(knobs["hidden"])
+    return MODELS[spec["family"]](input_shape, num_classes, **knobs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

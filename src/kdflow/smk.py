@@ -1,0 +1,69 @@
+"""Adapters from Snakemake's job objects to kdflow's dataclasses, so scripts stay a few lines.
+
+    with job_log(snakemake.log[0]):
+        jobs.train(data=data_ref(snakemake.config, snakemake.input.data), ...)
+
+Everything here takes plain values (a config dict, paths), so it is tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from kdflow.engine import TrainConfig
+from kdflow.jobs import DataRef, JobInfo, config_hash, setup
+from kdflow.tracking import TrackingSpec
+from kdflow.tuning import PrunerConfig, SearchSpace
+
+
+@contextmanager
+def job_log(path: str, threads: int = 1) -> Iterator[None]:
+    """Send the job's stdout/stderr (progress bars included) to its log; set torch threads."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            setup(threads)
+            yield
+        except BaseException:
+            traceback.print_exc(file=log)
+            raise
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def data_ref(config: dict, path: str) -> DataRef:
+    ds = config["dataset"]
+    return DataRef(Path(path), ds["val_fraction"], ds["split_seed"])
+
+
+def train_config(config: dict, seed: int) -> TrainConfig:
+    return TrainConfig(**config["train"], seed=int(seed), device=device())
+
+
+def job_info(config: dict, rule: str, model: str, role: str, method: str, seed, edge: str = "") -> JobInfo:
+    return JobInfo(rule, model, role, method, int(seed), edge, config_hash(config))
+
+
+def tracking_spec(config: dict) -> TrackingSpec:
+    return TrackingSpec.from_config(config)
+
+
+def search_space(config: dict) -> SearchSpace:
+    t, a = config["tuning"]["temperature"], config["tuning"]["alpha"]
+    return SearchSpace(t["low"], t["high"], a["low"], a["high"])
+
+
+def pruner_config(config: dict) -> PrunerConfig:
+    return PrunerConfig(**config["tuning"]["pruner"])

@@ -1,0 +1,103 @@
+"""Config validation: defaults, and refusals that name the key and what is allowed."""
+
+import copy
+
+import pytest
+import yaml
+
+from kdflow.config import SCHEMA_PATH, ConfigError, check_config, load_schema
+
+
+def valid(**changes):
+    cfg = {"results_dir": "results"}
+    cfg.update(changes)
+    return cfg
+
+
+def test_empty_config_gets_the_documented_default_experiment():
+    cfg = check_config({})
+    assert cfg["dataset"]["name"] == "mnist1d"
+    assert cfg["seeds"] == [0, 1, 2]
+    assert cfg["teacher"] == "teacher" and cfg["assistants"] == ["assistant"]
+    assert cfg["tuning"]["temperature"] == {"low": 1.0, "high": 20.0}
+    assert cfg["tracking"]["uri"] is None and cfg["dataset"]["root"] is None
+
+
+def test_shipped_default_config_equals_the_schema_defaults():
+    shipped = check_config(yaml.safe_load(open("config/config.yaml")))
+    assert shipped == check_config({})
+
+
+def test_every_schema_key_has_a_description_and_a_default():
+    schema = load_schema(SCHEMA_PATH)
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{path}{name} has no description"
+            assert "default" in sub, f"{path}{name} has no default"
+            walk(sub, f"{path}{name}.")
+
+    walk(schema, "")
+
+
+def test_partial_nested_section_keeps_other_defaults():
+    cfg = check_config(valid(train={"epochs": 5}))
+    assert cfg["train"]["epochs"] == 5 and cfg["train"]["batch_size"] == 128
+
+
+# (config change, the key the message must name, a word of what is allowed)
+BAD = [
+    ({"epochs": 3}, "'epochs' is not allowed", "allowed keys here"),
+    ({"train": {"epochs": 0}}, "train.epochs", "minimum"),
+    ({"train": {"epochs": "ten"}}, "train.epochs", "integer"),
+    ({"train": {"lr": -1}}, "train.lr", "0"),
+    ({"train": {"optimizer": "adam"}}, "train.optimizer", "adamw, sgd"),
+    ({"train": {"epoch": 3}}, "train.epoch", "epochs"),
+    ({"kd": {"alpha": 1.5}}, "kd.alpha", "maximum"),
+    ({"kd": {"temperature": 0}}, "kd.temperature", "0"),
+    ({"kd": {"temperature": -2}}, "kd.temperature", "0"),
+    ({"seeds": []}, "seeds", "non-empty"),
+    ({"seeds": [0, 0]}, "seeds", "non-unique"),
+    ({"seeds": [-1]}, "seeds[0]", "minimum"),
+    ({"dataset": {"name": "imagenet"}}, "dataset.name", "mnist1d, mnist, cifar10"),
+    ({"dataset": {"val_fraction": 1.0}}, "dataset.val_fraction", "maximum"),
+    ({"dataset": {"name": "cifar10"}}, "dataset.root", "never downloads"),
+    ({"dataset": {"name": "mnist", "root": "/nonexistent/x"}}, "dataset.root", "does not exist"),
+    ({"models": {"teacher": {"family": "transformer"}}}, "models.teacher.family", "mlp, cnn1d, cnn2d"),
+    ({"models": {"teacher": {"channels": 4}}}, "models.teacher", "family"),
+    ({"models": {"teacher": {"family": "mlp", "channels": 4}}}, "models.teacher.channels", "hidden, dropout"),
+    ({"models": {"t__x": {"family": "mlp"}}}, "models", "'__'"),
+    ({"assistants": ["ghost"]}, "assistants[0]", "not defined under 'models'"),
+    ({"student": "teacher"}, "student", "distinct"),
+    ({"tuning": {"n_trials": 0}}, "tuning.n_trials", "minimum"),
+    ({"tuning": {"temperature": {"low": 10, "high": 2}}}, "tuning.temperature", "must not exceed"),
+    ({"tuning": {"alpha": {"low": 0, "high": 2}}}, "tuning.alpha.high", "maximum"),
+    ({"tuning": {"pruner": {"warmup": 3}}}, "tuning.pruner.warmup", "n_warmup_steps"),
+    ({"tracking": {"uri": "mysql://x"}}, "tracking.uri", "sqlite"),
+    ({"experiment": "has space"}, "experiment", "does not match"),
+    ({"models": {"teacher": {"family": "cnn2d"}}}, "models.teacher.family", "1-D"),
+    ({"models": {"teacher": {"family": "cnn1d", "kernel": 4}}}, "models.teacher.kernel", "odd"),
+]
+
+
+@pytest.mark.parametrize("change,key,allowed", BAD, ids=[b[1] for b in BAD])
+def test_bad_config_is_refused_naming_key_and_what_is_allowed(change, key, allowed):
+    base = check_config({})
+    cfg = copy.deepcopy(change)
+    if "models" in change and change["models"] and "teacher" in change["models"]:
+        cfg["models"] = {**base["models"], **change["models"]}
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert key in str(err.value)
+    assert allowed in str(err.value)
+
+
+def test_unwritable_results_dir_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    with pytest.raises(ConfigError, match="results_dir"):
+        check_config({"results_dir": str(locked / "r")})

@@ -1,0 +1,177 @@
+"""The training loop: determinism, exact resume after a kill, divergence, stored-file safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from kdflow.checkpoint import CorruptFileError, load_checkpoint, load_model, save_model
+from kdflow.engine import (
+    Callback,
+    DivergenceError,
+    TrainConfig,
+    fit,
+    kd_objective,
+    predict_logits,
+    scratch_objective,
+)
+from kdflow.models import build_model
+
+SPEC = {"family": "cnn1d", "channels": 8, "layers": 2, "dropout": 0.2}  # dropout: RNG state matters
+CFG = TrainConfig(epochs=6, batch_size=64, seed=0)
+
+
+def new_model():
+    torch.manual_seed(0)
+    return build_model(SPEC, (40,), 10)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class StopAt(Callback):
+    """Simulates a job killed right after epoch `epoch`'s checkpoint was written."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, metrics):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_fit_is_deterministic_and_learns(small_splits):
+    train, val = small_splits
+    a = fit(new_model(), train, val, CFG, scratch_objective())
+    b = fit(new_model(), train, val, CFG, scratch_objective())
+    assert_same_weights(weights(a.model), weights(b.model))
+    assert a.history == b.history
+    assert a.best_val_acc > 0.2  # ten classes: chance is 0.1; 600 samples, 6 epochs
+    assert a.best_epoch == max(range(1, 7), key=lambda e: (a.history[e - 1]["val_acc"], -e))
+
+
+@pytest.mark.parametrize("stop_epoch", [1, 3, 5])
+def test_resume_after_interruption_gives_identical_weights(small_splits, tmp_path, stop_epoch):
+    train, val = small_splits
+    straight = fit(new_model(), train, val, CFG, scratch_objective())
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, callbacks=[StopAt(stop_epoch)]
+        )
+    assert load_checkpoint(ckpt)["epoch"] == stop_epoch
+    resumed = fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt)
+    assert_same_weights(weights(straight.model), weights(resumed.model))
+    assert resumed.history == straight.history
+
+
+KILL_SCRIPT = """
+import sys, torch
+from kdflow import data
+from kdflow.engine import TrainConfig, fit, scratch_objective
+from kdflow.models import build_model
+train = data.load_split(sys.argv[1], "train", 0.2, 0)
+val = data.load_split(sys.argv[1], "val", 0.2, 0)
+torch.manual_seed(0)
+m = build_model({"family": "cnn1d", "channels": 16, "layers": 2, "dropout": 0.2}, (40,), 10)
+r = fit(m, train, val, TrainConfig(epochs=int(sys.argv[3]), seed=0), scratch_objective(),
+        checkpoint=__import__("pathlib").Path(sys.argv[2]))
+torch.save(r.model.state_dict(), sys.argv[2] + ".final")
+"""
+
+
+def test_sigkill_mid_fit_then_rerun_equals_uninterrupted(mnist1d_file, tmp_path):
+    """A real process killed with SIGKILL (no cleanup) resumes to the same weights."""
+    script = tmp_path / "fit.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torch_threads = ["-c", "import torch; torch.set_num_threads(1); exec(open(%r).read())" % str(script)]
+    epochs = "12"
+
+    ref = tmp_path / "ref.pt"
+    subprocess.run([sys.executable, *torch_threads, str(mnist1d_file), str(ref), epochs], check=True, env=env)
+
+    ckpt = tmp_path / "killed.pt"
+    proc = subprocess.Popen([sys.executable, *torch_threads, str(mnist1d_file), str(ckpt), epochs], env=env)
+    deadline = time.time() + 120
+    while not ckpt.exists() or load_checkpoint(ckpt)["epoch"] < 3:
+        assert time.time() < deadline and proc.poll() is None, "fit ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["epoch"]
+    assert 3 <= killed_at < 12
+    subprocess.run(
+        [sys.executable, *torch_threads, str(mnist1d_file), str(ckpt), epochs], check=True, env=env
+    )
+
+    a = torch.load(str(ref) + ".final", weights_only=True)
+    b = torch.load(str(ckpt) + ".final", weights_only=True)
+    assert_same_weights(a, b)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(small_splits, tmp_path):
+    train, val = small_splits
+    ckpt = tmp_path / "ckpt.pt"
+    fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, run_key="lr-a")
+    other = TrainConfig(epochs=6, batch_size=64, seed=0, lr=1e-3)
+    fresh = fit(new_model(), train, val, other, scratch_objective())
+    reused = fit(new_model(), train, val, other, scratch_objective(), checkpoint=ckpt, run_key="lr-a")
+    assert_same_weights(weights(fresh.model), weights(reused.model))
+
+
+def test_divergence_names_stage_and_epoch(small_splits):
+    train, val = small_splits
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=0, lr=1e6, optimizer="sgd")
+    with pytest.raises(DivergenceError, match=r"distill/t__s/seed0: .* at epoch 1"):
+        fit(new_model(), train, val, cfg, scratch_objective(), stage="distill/t__s/seed0")
+
+
+def test_cached_teacher_logits_equal_a_live_teacher_in_eval_mode(small_splits):
+    train, val = small_splits
+    teacher = fit(new_model(), train, val, TrainConfig(epochs=2, batch_size=64), scratch_objective()).model
+    cached = predict_logits(teacher, train.x)
+    assert not teacher.training
+    live = kd_objective_live(teacher)
+    idx = torch.arange(10, 30)
+    student = build_model({"family": "mlp", "hidden": [16]}, (40,), 10)
+    a = kd_objective(cached, 4.0, 0.5)(student, train.x[idx], train.y[idx], idx)
+    b = live(student, train.x[idx], train.y[idx], idx)
+    assert torch.allclose(a["loss"], b["loss"])
+
+
+def kd_objective_live(teacher):
+    from kdflow.losses import kd_loss
+
+    def objective(model, x, y, idx):
+        with torch.no_grad():
+            t = teacher.eval()(x)
+        return kd_loss(model(x), t, y, 4.0, 0.5)
+
+    return objective
+
+
+def test_corrupt_and_tampered_model_files_are_refused(tmp_path):
+    model = new_model()
+    path = tmp_path / "model.pt"
+    sha = save_model(path, model, SPEC, (40,), 10)
+    assert_same_weights(weights(load_model(path, sha)), weights(model))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="model.pt"):
+        load_model(path, sha)
+    path.write_bytes(bytes(data[:100]))
+    with pytest.raises(CorruptFileError, match="unreadable"):
+        load_model(path)

@@ -1,0 +1,13 @@
+rule prepare_data:
+    output:
+        get_data_file(),
+    log:
+        "resources/logs/prepare_data.log",
+    conda:
+        CONDA_ENV
+    params:
+        name=config["dataset"]["name"],
+        root=config["dataset"]["root"],
+        seed=config["dataset"]["seed"],
+    script:
+        "../scripts/prepare_data.py"

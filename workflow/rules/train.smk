@@ -1,0 +1,62 @@
+rule train:
+    input:
+        data=get_data_file(),
+        tracking=get_tracking_marker(),
+    output:
+        model=f"{TRAIN_DIR}/model.pt",
+        fit=f"{TRAIN_DIR}/fit.json",
+        history=f"{TRAIN_DIR}/history.parquet",
+    log:
+        f"{RESULTS}/logs/train/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{model}}/seed{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    script:
+        "../scripts/train.py"
+
+
+rule distill:
+    input:
+        unpack(get_teacher),
+        unpack(get_kd_params_file),
+        data=get_data_file(),
+        tracking=get_tracking_marker(),
+    output:
+        model=f"{DISTILL_DIR}/model.pt",
+        fit=f"{DISTILL_DIR}/fit.json",
+        history=f"{DISTILL_DIR}/history.parquet",
+    log:
+        f"{RESULTS}/logs/distill/{{teacher}}__{{student}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/distill/{{teacher}}__{{student}}/seed{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        spec=lambda wc: config["models"][wc.student],
+        kd=config["kd"],
+    script:
+        "../scripts/distill.py"
+
+
+rule cache_logits:
+    input:
+        unpack(get_model_files),
+        data=get_data_file(),
+    output:
+        f"{RESULTS}/{{kind}}/{{run}}/seed{{seed}}/logits.pt",
+    log:
+        f"{RESULTS}/logs/cache_logits/{{kind}}/{{run}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    script:
+        "../scripts/cache_logits.py"

@@ -1,0 +1,32 @@
+"""Distil one edge teacher -> student (an assistant or the student), with tuned or fixed T/alpha."""
+
+from pathlib import Path
+
+from kdflow import plan
+from kdflow.atomic import read_json
+from kdflow.jobs import TeacherRef, train
+from kdflow.smk import data_ref, job_info, job_log, tracking_spec, train_config
+
+sm = snakemake  # noqa: F821
+with job_log(sm.log[0], sm.threads):
+    teacher, student, seed = sm.wildcards.teacher, sm.wildcards.student, sm.wildcards.seed
+    kd = read_json(sm.input.kd_params) if "kd_params" in sm.input.keys() else sm.params.kd
+    train(
+        data=data_ref(sm.config, sm.input.data),
+        spec=sm.params.spec,
+        cfg=train_config(sm.config, seed),
+        info=job_info(
+            sm.config,
+            sm.rule,
+            student,
+            plan.role(sm.config, student),
+            plan.method(sm.config, teacher, student),
+            seed,
+            edge=f"{teacher}{plan.SEP}{student}",
+        ),
+        out_dir=Path(sm.output.model).parent,
+        tracking=tracking_spec(sm.config),
+        teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),
+        kd_params=kd,
+        resolved_config=sm.config,
+    )

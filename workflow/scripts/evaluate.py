@@ -1,0 +1,19 @@
+"""Test-set metrics of one trained model (the only job that reads the test split)."""
+
+from pathlib import Path
+
+from kdflow.jobs import evaluate
+from kdflow.smk import data_ref, job_log, tracking_spec
+
+sm = snakemake  # noqa: F821
+with job_log(sm.log[0], sm.threads):
+    has_teacher = "teacher_model" in sm.input.keys()
+    evaluate(
+        data=data_ref(sm.config, sm.input.data),
+        model_file=Path(sm.input.model),
+        fit_json=Path(sm.input.fit),
+        out=Path(sm.output[0]),
+        tracking=tracking_spec(sm.config),
+        teacher_model=Path(sm.input.teacher_model) if has_teacher else None,
+        teacher_fit_json=Path(sm.input.teacher_fit) if has_teacher else None,
+    )

@@ -1,0 +1,19 @@
+"""Summary table (mean +/- std over seeds), markdown report and plots."""
+
+from pathlib import Path
+
+from kdflow.report import write_report
+from kdflow.smk import job_log, tracking_spec
+
+sm = snakemake  # noqa: F821
+with job_log(sm.log[0]):
+    write_report(
+        metric_files=[Path(p) for p in sm.input.metrics],
+        trial_files=[Path(p) for p in sm.input.trials],
+        summary=Path(sm.output.summary),
+        markdown=Path(sm.output.markdown),
+        accuracy_plot=Path(sm.output.accuracy),
+        tuning_plot=Path(sm.output.tuning),
+        experiment=sm.config["experiment"],
+        tracking=tracking_spec(sm.config),
+    )

@@ -1,0 +1,20 @@
+"""Train one model from labels: the teacher, or the student without KD (scratch)."""
+
+from pathlib import Path
+
+from kdflow import plan
+from kdflow.jobs import train
+from kdflow.smk import data_ref, job_info, job_log, tracking_spec, train_config
+
+sm = snakemake  # noqa: F821
+with job_log(sm.log[0], sm.threads):
+    model, seed = sm.wildcards.model, sm.wildcards.seed
+    train(
+        data=data_ref(sm.config, sm.input.data),
+        spec=sm.params.spec,
+        cfg=train_config(sm.config, seed),
+        info=job_info(sm.config, sm.rule, model, plan.role(sm.config, model), "scratch", seed),
+        out_dir=Path(sm.output.model).parent,
+        tracking=tracking_spec(sm.config),
+        resolved_config=sm.config,
+    )
