@@ -96,7 +96,7 @@ def test_sigkill_mid_fit_then_rerun_equals_uninterrupted(mnist1d_file, tmp_path)
     script = tmp_path / "fit.py"
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torch_threads = ["-c", "import torch; torch.set_num_threads(1); exec(open(%r).read())" % str(script)]
+    torch_threads = ["-c", f"import torch; torch.set_num_threads(1); exec(open({str(script)!r}).read())"]
     epochs = "12"
 
     ref = tmp_path / "ref.pt"

@@ -63,4 +63,4 @@ def test_t_squared_keeps_soft_gradient_scale_comparable_across_temperatures():
 
 
 def test_registry_names_scratch_and_kd():
-    assert LOSSES == {"scratch": ce_loss, "kd": kd_loss}
+    assert {"scratch": ce_loss, "kd": kd_loss} == LOSSES

@@ -147,7 +147,7 @@ def _check_semantics(c: dict) -> None:
             p for p in inspect.signature(MODELS[family]).parameters if p not in ("input_shape", "num_classes")
         ]
         for knob in spec:
-            if knob != "family" and knob not in allowed:
+            if knob not in ("family", "train") and knob not in allowed:
                 raise ConfigError(
                     f"config key 'models.{name}.{knob}': not a knob of family {family!r}; "
                     f"allowed: {', '.join(allowed)}"

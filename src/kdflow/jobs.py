@@ -74,6 +74,7 @@ class JobInfo:
             "method": self.method,
             "seed": self.seed,
             "edge": self.edge or "none",
+            "teacher_run_id": "none",  # set by distillation jobs: the lineage
             "model": self.model,
             "snakemake_rule": self.rule,
             "git_commit": trk.git_commit(),

@@ -122,7 +122,7 @@ MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D}
 
 
 def build_model(spec: dict, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    knobs = {k: v for k, v in spec.items() if k != "family"}
+    knobs = {k: v for k, v in spec.items() if k not in ("family", "train")}  # train: per-model overrides
     if "hidden" in knobs:
         knobs["hidden"] = tuple(knobs["hidden"])
     return MODELS[spec["family"]](input_shape, num_classes, **knobs)

@@ -88,7 +88,8 @@ def tuning_markdown(trials: pd.DataFrame) -> str:
             lines.append(f"| {edge} | {counts} | - | - | - |")
         else:
             lines.append(
-                f"| {edge} | {counts} | {best.temperature:.2f} | {best.alpha:.2f} | {100 * best.val_acc:.2f} |"
+                f"| {edge} | {counts} | {best.temperature:.2f} | {best.alpha:.2f} "
+                f"| {100 * best.val_acc:.2f} |"
             )
     return "\n".join(lines)
 

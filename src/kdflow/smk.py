@@ -8,6 +8,7 @@ Everything here takes plain values (a config dict, paths), so it is tested witho
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 from collections.abc import Iterator
@@ -48,8 +49,10 @@ def data_ref(config: dict, path: str) -> DataRef:
     return DataRef(Path(path), ds["val_fraction"], ds["split_seed"])
 
 
-def train_config(config: dict, seed: int) -> TrainConfig:
-    return TrainConfig(**config["train"], seed=int(seed), device=device())
+def train_config(config: dict, seed: int, model: str) -> TrainConfig:
+    """The top-level train settings with the model's own `train:` overrides on top."""
+    settings = {**config["train"], **config["models"][model].get("train", {})}
+    return TrainConfig(**settings, seed=int(seed), device=device())
 
 
 def job_info(config: dict, rule: str, model: str, role: str, method: str, seed, edge: str = "") -> JobInfo:
@@ -65,5 +68,8 @@ def search_space(config: dict) -> SearchSpace:
     return SearchSpace(t["low"], t["high"], a["low"], a["high"])
 
 
-def pruner_config(config: dict) -> PrunerConfig:
-    return PrunerConfig(**config["tuning"]["pruner"])
+def pruner_config(config: dict, model: str) -> PrunerConfig:
+    p = config["tuning"]["pruner"]
+    epochs = train_config(config, 0, model).epochs
+    warmup = math.ceil(p["warmup_fraction"] * epochs)
+    return PrunerConfig(n_startup_trials=p["n_startup_trials"], n_warmup_steps=warmup)

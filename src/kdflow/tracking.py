@@ -161,6 +161,7 @@ def start_run(
 
     client = _client(spec)
     exp_id = client.get_experiment_by_name(spec.experiment).experiment_id
+    output = str(Path(output).resolve())  # one job, one key, whatever the working directory
     _kill_stale(client, exp_id, output)
     all_tags = {MLFLOW_RUN_NAME: name, OUTPUT_TAG: output, **tags}
     if parent_run_id:

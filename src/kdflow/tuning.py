@@ -42,7 +42,7 @@ class SearchSpace:
 @dataclass(frozen=True)
 class PrunerConfig:
     n_startup_trials: int = 4
-    n_warmup_steps: int = 10
+    n_warmup_steps: int = 40  # epochs never pruned: half of the default 80
 
 
 class PruningCallback(Callback):

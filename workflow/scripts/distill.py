@@ -10,11 +10,12 @@ from kdflow.smk import data_ref, job_info, job_log, tracking_spec, train_config
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
     teacher, student, seed = sm.wildcards.teacher, sm.wildcards.student, sm.wildcards.seed
-    kd = read_json(sm.input.kd_params) if "kd_params" in sm.input.keys() else sm.params.kd
+    tuned = sm.input.get("kd_params")  # absent when tuning is off: fixed kd.temperature/alpha
+    kd = read_json(tuned) if tuned else sm.params.kd
     train(
         data=data_ref(sm.config, sm.input.data),
         spec=sm.params.spec,
-        cfg=train_config(sm.config, seed),
+        cfg=train_config(sm.config, seed, student),
         info=job_info(
             sm.config,
             sm.rule,

@@ -12,7 +12,7 @@ with job_log(sm.log[0], sm.threads):
     train(
         data=data_ref(sm.config, sm.input.data),
         spec=sm.params.spec,
-        cfg=train_config(sm.config, seed),
+        cfg=train_config(sm.config, seed, model),
         info=job_info(sm.config, sm.rule, model, plan.role(sm.config, model), "scratch", seed),
         out_dir=Path(sm.output.model).parent,
         tracking=tracking_spec(sm.config),

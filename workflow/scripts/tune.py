@@ -21,7 +21,7 @@ with job_log(sm.log[0], sm.threads):
     tune(
         data=data_ref(sm.config, sm.input.data),
         spec=sm.params.spec,
-        cfg=train_config(sm.config, seed),
+        cfg=train_config(sm.config, seed, student),
         info=job_info(
             sm.config,
             sm.rule,
@@ -34,7 +34,7 @@ with job_log(sm.log[0], sm.threads):
         teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),
         space=search_space(sm.config),
         n_trials=sm.config["tuning"]["n_trials"],
-        pruner=pruner_config(sm.config),
+        pruner=pruner_config(sm.config, student),
         journal=Path(sm.params.journal),
         out_params=Path(sm.output.best),
         out_trials=Path(sm.output.trials),
