@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from kdflow import devices
 from kdflow.engine import TrainConfig
 from kdflow.jobs import DataRef, JobInfo, config_hash, setup
 from kdflow.tracking import TrackingSpec
@@ -41,6 +42,8 @@ def job_log(path: str, threads: int = 1) -> Iterator[None]:
 
 
 def device() -> str:
+    """The job's training device: its own GPU slot (see kdflow.devices), or the CPU."""
+    devices.acquire()  # before torch.cuda.is_available(), which starts CUDA with the devices it sees
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

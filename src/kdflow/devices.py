@@ -1,0 +1,100 @@
+"""One GPU per job on a local multi-GPU machine: a slot taken through a file lock.
+
+    snakemake --cores all --resources gpu=4     # Snakemake counts GPU jobs; this module picks the device
+
+Snakemake's `gpu` resource is only a counter: it never says *which* device a job gets. So a job that
+trains calls `acquire()` (through `kdflow.smk.device()`) before CUDA starts:
+
+- `CUDA_VISIBLE_DEVICES` already set (by SLURM, or by the user): honoured, nothing is locked.
+- otherwise the job takes the first free slot `k` among `KDFLOW_GPU_SLOTS` (default: the number of
+  CUDA devices) by `flock` on `<lock dir>/gpu<k>.lock`, sets `CUDA_VISIBLE_DEVICES=k` and keeps the
+  lock for the rest of its life. The kernel drops the lock when the process ends, SIGKILL included, so
+  a crashed job never leaks a GPU. When every slot is held, it polls until one frees up.
+- no slot at all (no GPU, `KDFLOW_GPU_SLOTS=0`): a no-op; the job runs on the CPU.
+
+"Least used GPU" and round-robin both race (two jobs read the same state, pick the same device); a lock
+is taken by exactly one process. The lock directory (`KDFLOW_GPU_LOCK_DIR`, default
+`<tmp>/kdflow-gpu-slots`) is per machine and shared by all users, so concurrent pipelines share the GPUs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SLOTS_ENV = "KDFLOW_GPU_SLOTS"
+LOCK_DIR_ENV = "KDFLOW_GPU_LOCK_DIR"
+POLL_SECONDS = 0.5  # a job waiting for a GPU waits for a whole training run anyway
+
+_held: tuple[int, int] | None = None  # (slot, fd) for this process's lifetime; the fd holds the lock
+
+
+def slot_count() -> int:
+    if os.environ.get(SLOTS_ENV, "").strip():
+        return int(os.environ[SLOTS_ENV])
+    import torch
+
+    return torch.cuda.device_count()  # through NVML: counts without starting CUDA
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "kdflow-gpu-slots")
+
+
+def _open_lock(path: Path) -> int:
+    # Read-only is enough for flock, and works on a lock file another user created.
+    return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = _open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _make_lock_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    path.chmod(0o1777)  # like /tmp: every user can add a lock file, none can remove another's
+
+
+def acquire(timeout: float | None = None) -> int | None:
+    """The slot this process holds (taking one if needed), or None when the job doesn't lock one:
+    `CUDA_VISIBLE_DEVICES` was set by someone else, or there are no slots. Raises TimeoutError when
+    `timeout` seconds pass with every slot held."""
+    global _held
+    if _held is not None:
+        return _held[0]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return None
+    n = slot_count()
+    if n <= 0:
+        return None
+    root = lock_dir()
+    _make_lock_dir(root)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiting = False
+    while True:
+        for slot in range(n):
+            fd = _try_lock(root / f"gpu{slot}.lock")
+            if fd is not None:
+                _held = (slot, fd)
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+                print(f"kdflow: GPU slot {slot} of {n} (CUDA_VISIBLE_DEVICES={slot})", file=sys.stderr)
+                return slot
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"no free GPU slot among {n} in {root} after {timeout} s")
+        if not waiting:
+            print(f"kdflow: all {n} GPU slots in {root} are held; waiting", file=sys.stderr)
+            waiting = True
+        time.sleep(POLL_SECONDS)
