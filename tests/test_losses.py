@@ -64,3 +64,16 @@ def test_t_squared_keeps_soft_gradient_scale_comparable_across_temperatures():
 
 def test_registry_names_scratch_and_kd():
     assert {"scratch": ce_loss, "kd": kd_loss} == LOSSES
+
+
+def test_stacked_members_each_get_their_own_loss():
+    # Three students stacked along a leading dim, each with its own T and alpha, equal three calls.
+    rng = np.random.default_rng(0)
+    s = torch.tensor(rng.normal(size=(3, 2, 3)))
+    temps, alphas = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([0.0, 0.5, 0.9])
+    parts = kd_loss(s, torch.tensor(T_LOGITS), torch.tensor(Y), temps, alphas)
+    assert parts["loss"].shape == (3,)
+    for k in range(3):
+        loss, ce, kd = hand_kd(s[k].numpy(), T_LOGITS, Y, temps[k].item(), alphas[k].item())
+        assert parts["loss"][k].item() == pytest.approx(loss, rel=1e-10)
+        assert parts["kd"][k].item() == pytest.approx(kd, rel=1e-10)

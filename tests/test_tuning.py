@@ -1,48 +1,53 @@
-"""Optuna studies on a journal file: counts, resume after a failure, stale trials, divergence."""
+"""Optuna studies on a journal file: counts, resume after a failure, stale trials, divergence,
+and stacked trials against one-by-one trials."""
 
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
 
-from kdflow.engine import DivergenceError, TrainConfig, fit, kd_objective, predict_logits, scratch_objective
+from kdflow.engine import TrainConfig, fit, predict_logits, scratch_objective
 from kdflow.models import build_model
+from kdflow.tracking import TrackingSpec
+from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, open_study, run_study, trials_frame
 
 PRUNER = PrunerConfig(n_startup_trials=2, n_warmup_steps=1)
+OFF = TrackingSpec(False, "", "x", "")
 
 
 @pytest.fixture(scope="module")
-def kd_setup(small_splits):
+def ctx(small_splits):
     train, val = small_splits
     torch.manual_seed(0)
     teacher = build_model({"family": "cnn1d", "channels": 16, "layers": 2}, (40,), 10)
     teacher = fit(teacher, train, val, TrainConfig(epochs=4, batch_size=64), scratch_objective()).model
-    return train, val, predict_logits(teacher, train.x)
+    return TrialContext(
+        {"family": "mlp", "hidden": [16]}, (40,), 10, train, val, TrainConfig(epochs=4, batch_size=64),
+        predict_logits(teacher, train.x), OFF, {}, None, "tune/t__s", "j",
+    )  # fmt: skip
 
 
-def make_trial_fn(kd_setup, calls):
-    train, val, logits = kd_setup
+def counting(trainer, calls):
+    def train_batch(trials, params):
+        calls.extend(t.number for t in trials)
+        return trainer(trials, params)
 
-    def train_trial(trial, T, alpha, prune_cb):
-        calls.append(trial.number)
-        torch.manual_seed(0)
-        student = build_model({"family": "mlp", "hidden": [16]}, (40,), 10)
-        cfg = TrainConfig(epochs=4, batch_size=64)
-        return fit(
-            student, train, val, cfg, kd_objective(logits, T, alpha), callbacks=[prune_cb]
-        ).best_val_acc
-
-    return train_trial
+    return train_batch
 
 
-def test_study_reaches_trial_count_within_the_search_space(kd_setup, tmp_path):
+def finished(study):
+    return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_study_reaches_trial_count_within_the_search_space(ctx, tmp_path, batch):
     calls = []
+    trainer = stacked_trainer(ctx) if batch > 1 else sequential_trainer(ctx)
     space = SearchSpace(2.0, 8.0, 0.1, 0.9)
-    study = run_study(tmp_path / "s.journal", "e", space, 6, 0, PRUNER, make_trial_fn(kd_setup, calls))
-    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(finished) == 6 and len(calls) == 6
-    for t in finished:
+    study = run_study(tmp_path / "s.journal", "e", space, 6, 0, PRUNER, counting(trainer, calls), batch)
+    assert len(finished(study)) == 6 and len(calls) == 6
+    for t in finished(study):
         assert 2.0 <= t.params["temperature"] <= 8.0 and 0.1 <= t.params["alpha"] <= 0.9
     best = best_params(study)
     assert best["val_acc"] == max(t.value for t in study.get_trials(states=(TrialState.COMPLETE,)))
@@ -50,49 +55,61 @@ def test_study_reaches_trial_count_within_the_search_space(kd_setup, tmp_path):
     assert len(frame) == 6 and set(frame.state) <= {"COMPLETE", "PRUNED"}
 
 
-def test_rerun_continues_an_interrupted_study(kd_setup, tmp_path):
+def test_stacked_trials_give_the_values_of_one_by_one_trials(ctx, tmp_path):
+    no_prune = PrunerConfig(n_startup_trials=100, n_warmup_steps=100)
+    one = run_study(tmp_path / "a.journal", "e", SearchSpace(), 4, 0, no_prune, sequential_trainer(ctx), 1)
+    params = [(t.params["temperature"], t.params["alpha"]) for t in one.trials]
+    # Replay the same (T, alpha) as one stacked batch.
+    study = open_study(tmp_path / "b.journal", "e", 0, no_prune)
+    trials = [study.ask() for _ in params]
+    for t, (temp, a) in zip(trials, params):
+        t.suggest_float("temperature", temp, temp)
+        t.suggest_float("alpha", a, a)
+    values = stacked_trainer(ctx)(trials, params)
+    for t, v in zip(one.trials, values):
+        assert v == pytest.approx(t.value, abs=0.0051)  # one validation sample in 200
+
+
+def test_rerun_continues_an_interrupted_study(ctx, tmp_path):
     journal = tmp_path / "s.journal"
     calls = []
-    fn = make_trial_fn(kd_setup, calls)
+    trainer = sequential_trainer(ctx)
 
-    def dies_on_third(trial, T, alpha, cb):
-        if trial.number == 2:
+    def dies_on_third(trials, params):
+        if trials[0].number == 2:
             raise KeyboardInterrupt  # the job is killed during trial 2
-        return fn(trial, T, alpha, cb)
+        return counting(trainer, calls)(trials, params)
 
     with pytest.raises(KeyboardInterrupt):
         run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, dies_on_third)
     assert calls == [0, 1]
-    study = run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, fn)
-    states = [t.state for t in study.trials]
-    assert states[2] == TrialState.FAIL  # the interrupted trial is failed, not counted
-    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 5
+    study = run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, counting(trainer, calls))
+    assert study.trials[2].state == TrialState.FAIL  # the interrupted trial is failed, not counted
+    assert len(finished(study)) == 5
     assert calls == [0, 1, 3, 4, 5]  # finished trials were not redone; trial 2 is not retried
 
 
-def test_trial_left_running_by_a_killed_worker_is_failed_on_restart(kd_setup, tmp_path):
+def test_trials_left_running_by_a_killed_worker_are_failed_on_restart(ctx, tmp_path):
     journal = tmp_path / "s.journal"
     study = open_study(journal, "e", 0, PRUNER)
-    study.ask()  # a trial that a killed process left RUNNING
-    calls = []
-    study = run_study(journal, "e", SearchSpace(), 2, 0, PRUNER, make_trial_fn(kd_setup, calls))
-    assert study.trials[0].state == TrialState.FAIL
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    study.ask()  # trials that a SIGKILLed batch left RUNNING
+    study.ask()
+    study = run_study(journal, "e", SearchSpace(), 2, 0, PRUNER, stacked_trainer(ctx), 2)
+    assert [t.state for t in study.trials[:2]] == [TrialState.FAIL, TrialState.FAIL]
+    assert len(finished(study)) == 2
 
 
-def test_diverging_trial_is_pruned_with_its_reason(kd_setup, tmp_path):
-    fn = make_trial_fn(kd_setup, [])
-
-    def sometimes_diverges(trial, T, alpha, cb):
-        if trial.number == 1:
-            raise DivergenceError("tune/t__s/trial1: training loss became nan at epoch 2")
-        return fn(trial, T, alpha, cb)
-
-    study = run_study(tmp_path / "s.journal", "e", SearchSpace(), 3, 0, PRUNER, sometimes_diverges)
-    t1 = study.trials[1]
-    assert t1.state == TrialState.PRUNED
-    assert "nan at epoch 2" in t1.user_attrs["pruned_reason"]
-    assert "nan at epoch 2" in trials_frame(study).pruned_reason[1]
+@pytest.mark.parametrize("batch", [1, 3])
+def test_diverging_trial_is_pruned_with_its_reason(ctx, tmp_path, batch):
+    bad = TrialContext(
+        **{**ctx.__dict__, "cfg": TrainConfig(epochs=3, batch_size=64, lr=1e9, optimizer="sgd")}
+    )
+    trainer = stacked_trainer(bad) if batch > 1 else sequential_trainer(bad)
+    study = run_study(tmp_path / "s.journal", "e", SearchSpace(), 3, 0, PRUNER, trainer, batch)
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED
+        assert "at epoch 1" in t.user_attrs["pruned_reason"]
+    assert all("at epoch 1" in r for r in trials_frame(study).pruned_reason)
 
 
 def test_garbled_journal_names_the_file(tmp_path):

@@ -113,7 +113,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: str) -> torch.Tenso
     return torch.randperm(n, generator=g).to(device)
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
@@ -121,7 +121,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -153,8 +153,8 @@ def fit(
     device = cfg.device
     model.to(device)
     train, val = train.to(device), val.to(device)
-    opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
     key = fingerprint(asdict(cfg), run_key)
     state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
 

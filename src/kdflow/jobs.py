@@ -41,6 +41,7 @@ from kdflow.engine import (
 )
 from kdflow.metrics import agreement, expected_calibration_error, throughput
 from kdflow.models import build_model, count_parameters
+from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study, trials_frame
 
 
@@ -237,41 +238,33 @@ def tune(
     out_params: Path,
     out_trials: Path,
     tracking: trk.TrackingSpec,
+    parallel_trials: int = 1,
 ) -> dict:
-    """Tune (T, alpha) for one edge on the validation split; write best params and all trials."""
+    """Tune (T, alpha) for one edge on the validation split; write best params and all trials.
+
+    `parallel_trials` > 1 trains that many trials at once as one stacked model when the student's
+    family allows it (kdflow.stacked); otherwise trials run one by one."""
     train_split, val_split = data.load("train"), data.load("val")
     shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
     t_meta, cache = _load_teacher(teacher)
     tags = {**info.tags(), "teacher_run_id": t_meta.get("mlflow_run_id") or "none"}
     name = f"tune/{info.edge}"
-    params = {"model_spec": json.dumps(spec), "n_trials": n_trials, **asdict(cfg), **asdict(space)}
+    params = {
+        "model_spec": json.dumps(spec),
+        "n_trials": n_trials,
+        "parallel_trials": parallel_trials,
+        **asdict(cfg),
+        **asdict(space),
+    }
     with trk.start_run(tracking, name, tags, params, output=str(out_params.parent)) as parent:
-
-        def train_trial(trial, T, alpha, prune_cb):
-            torch.manual_seed(cfg.seed)
-            model = build_model(spec, shape, n_cls)
-            trial_name = f"{name}/trial{trial.number}"
-            with trk.start_run(
-                tracking,
-                trial_name,
-                {**tags, "optuna_trial": trial.number},
-                {"temperature": T, "alpha": alpha},
-                output=f"{journal}#{trial.number}",
-                parent_run_id=parent.run_id,
-            ) as run:
-                result = fit(
-                    model,
-                    train_split,
-                    val_split,
-                    cfg,
-                    kd_objective(cache["train"], T, alpha),
-                    callbacks=[trk.MetricsCallback(run), prune_cb],
-                    stage=trial_name,
-                )
-                run.log_metrics({"best_val_acc": result.best_val_acc})
-            return result.best_val_acc
-
-        study = run_study(journal, info.edge, space, n_trials, cfg.seed, pruner, train_trial)
+        ctx = TrialContext(
+            spec, shape, n_cls, train_split, val_split, cfg, cache["train"],
+            tracking, tags, parent.run_id, name, str(journal),
+        )  # fmt: skip
+        stacked = parallel_trials > 1 and stackable(ctx)
+        train_batch = stacked_trainer(ctx) if stacked else sequential_trainer(ctx)
+        batch = parallel_trials if stacked else 1
+        study = run_study(journal, info.edge, space, n_trials, cfg.seed, pruner, train_batch, batch)
         best = best_params(study)
         frame = trials_frame(study)
         with atomic_write(out_trials) as tmp:

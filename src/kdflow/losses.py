@@ -22,17 +22,24 @@ def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tor
 
 
 def kd_loss(
-    student_logits: torch.Tensor,  # (B, C)
-    teacher_logits: torch.Tensor,  # (B, C), no grad
+    student_logits: torch.Tensor,  # (..., B, C): leading dims are independent members (stacked trials)
+    teacher_logits: torch.Tensor,  # (B, C) or (..., B, C), no grad
     labels: torch.Tensor,  # (B,)
-    temperature: float,
-    alpha: float,
+    temperature: float | torch.Tensor,  # a float, or one per member: shape (...)
+    alpha: float | torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(student_logits, labels)
-    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    kd = temperature**2 * kl
+    """Each part is a scalar for one model, or one value per member, shape (...)."""
+    s = student_logits
+    temp = torch.as_tensor(temperature, dtype=s.dtype)
+    t_b = temp.reshape(temp.shape + (1, 1))  # broadcasts over (B, C)
+    ce = F.cross_entropy(
+        s.reshape(-1, s.shape[-1]), labels.expand(s.shape[:-1]).reshape(-1), reduction="none"
+    ).view(s.shape[:-1])
+    log_p_student = F.log_softmax(s / t_b, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / t_b, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True)
+    kd = temp**2 * kl.sum(-1).mean(-1)  # batchmean: summed over classes, averaged over the batch
+    ce = ce.mean(-1)
     return {"loss": (1.0 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
 
 

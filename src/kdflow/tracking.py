@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,19 +87,35 @@ def init_tracking(spec: TrackingSpec) -> str | None:
 class Run:
     """One MLflow run (or a no-op stand-in when tracking is off)."""
 
+    FLUSH_SECONDS = 5.0  # buffered metrics reach the store at least this often
+
     def __init__(self, client=None, run_id: str | None = None):
         self.client, self.run_id = client, run_id
+        self._buffer: list = []
+        self._flushed = time.monotonic()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Buffered: one write per FLUSH_SECONDS instead of one per epoch (a sqlite write costs
+        milliseconds, more than a small model's epoch); `end` and `flush` write the rest."""
         if self.client is None:
             return
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._buffer += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if time.monotonic() - self._flushed > self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.client is not None:
+            for i in range(0, len(self._buffer), 1000):  # MLflow's log_batch limit
+                self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
+        self._buffer, self._flushed = [], time.monotonic()
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.client is not None:
+            self.flush()
+            self.client.set_terminated(self.run_id, status=status)
 
     def log_params(self, params: dict) -> None:
         if self.client is None:
@@ -143,20 +160,19 @@ def _kill_stale(client, experiment_id: str, output: str) -> None:
         client.set_terminated(r.info.run_id, status="KILLED")
 
 
-@contextmanager
-def start_run(
+def open_run(
     spec: TrackingSpec,
     name: str,
     tags: dict,
     params: dict,
     output: str,
     parent_run_id: str | None = None,
-) -> Iterator[Run]:
-    """A run named `name`, FINISHED on success, FAILED on an exception, KILLED if it was a
-    pruned Optuna trial (the exception's class name says so)."""
+) -> Run:
+    """Start a run named `name` (a no-op Run when tracking is off); end it with `Run.end`.
+
+    Runs left RUNNING for the same output by a killed earlier attempt are marked KILLED first."""
     if not spec.enabled:
-        yield Run()
-        return
+        return Run()
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client = _client(spec)
@@ -169,13 +185,26 @@ def start_run(
     info = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
     run = Run(client, info.info.run_id)
     run.log_params(params)
+    return run
+
+
+@contextmanager
+def start_run(
+    spec: TrackingSpec,
+    name: str,
+    tags: dict,
+    params: dict,
+    output: str,
+    parent_run_id: str | None = None,
+) -> Iterator[Run]:
+    """`open_run` as a context: the run ends FINISHED, or FAILED on an exception."""
+    run = open_run(spec, name, tags, params, output, parent_run_id)
     try:
         yield run
-    except BaseException as e:
-        pruned = type(e).__name__ == "TrialPruned"
-        client.set_terminated(run.run_id, status="KILLED" if pruned else "FAILED")
+    except BaseException:
+        run.end("FAILED")
         raise
-    client.set_terminated(run.run_id, status="FINISHED")
+    run.end("FINISHED")
 
 
 class MetricsCallback(Callback):
@@ -186,3 +215,6 @@ class MetricsCallback(Callback):
 
     def on_epoch_end(self, epoch, metrics):
         self.run.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=epoch)
+
+    def on_fit_end(self, result):
+        self.run.flush()

@@ -1,8 +1,8 @@
 """Optuna search of the KD temperature T and weight alpha for one distillation edge.
 
     space = SearchSpace(t_low=1, t_high=20, a_low=0, a_high=1)
-    best = run_study(journal, "teacher__student", space, n_trials=16, seed=0,
-                     pruner=PrunerConfig(), train_trial=lambda T, alpha, cb: fit(...).best_val_acc)
+    study = run_study(journal, "teacher__student", space, n_trials=16, seed=0,
+                      pruner=PrunerConfig(), train_batch=train_batch, batch_size=8)
 
 The objective is the best validation accuracy of a student trained with (T, alpha): the test split
 never enters. Sampling is seeded TPE; a MedianPruner watches per-epoch validation accuracy. A
@@ -25,10 +25,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from kdflow.engine import Callback, DivergenceError
-
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-MAX_FAILED = 5  # failed trials (crashes, not pruning) tolerated before the study gives up
 
 
 @dataclass(frozen=True)
@@ -45,18 +42,6 @@ class PrunerConfig:
     n_warmup_steps: int = 40  # epochs never pruned: half of the default 80
 
 
-class PruningCallback(Callback):
-    """Reports validation accuracy each epoch; stops the fit when the pruner says so."""
-
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
-
-    def on_epoch_end(self, epoch, metrics):
-        self.trial.report(metrics["val_acc"], epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"median pruner at epoch {epoch}")
-
-
 def open_study(journal: Path, name: str, seed: int, pruner: PrunerConfig) -> optuna.Study:
     journal.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -65,7 +50,7 @@ def open_study(journal: Path, name: str, seed: int, pruner: PrunerConfig) -> opt
             study_name=name,
             storage=storage,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
             pruner=optuna.pruners.MedianPruner(
                 n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps
             ),
@@ -90,6 +75,10 @@ def fail_stale_trials(study: optuna.Study) -> int:
     return len(stale)
 
 
+# train_batch(trials, [(T, alpha), ...]) -> per trial: its value, or the reason it was pruned (str)
+TrainBatch = Callable[[list[optuna.Trial], list[tuple[float, float]]], list[float | str]]
+
+
 def run_study(
     journal: Path,
     name: str,
@@ -97,28 +86,47 @@ def run_study(
     n_trials: int,
     seed: int,
     pruner: PrunerConfig,
-    train_trial: Callable[[optuna.Trial, float, float, Callback], float],
+    train_batch: TrainBatch,
+    batch_size: int = 1,
 ) -> optuna.Study:
-    """Run trials until the study holds `n_trials` finished ones; return the study."""
+    """Run trials, `batch_size` at a time, until the study holds `n_trials` finished ones.
+
+    A batch's trials are asked together (TPE's constant liar keeps them apart) and trained
+    together by `train_batch`, which reports per-epoch values to each trial and honours its
+    pruning. An exception fails the batch's trials and propagates: the job fails, and its
+    rerun continues the study.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(journal, name, seed, pruner)
     fail_stale_trials(study)
-
-    def objective(trial: optuna.Trial) -> float:
-        t = trial.suggest_float("temperature", space.t_low, space.t_high, log=True)
-        a = trial.suggest_float("alpha", space.a_low, space.a_high)
-        try:
-            return train_trial(trial, t, a, PruningCallback(trial))
-        except DivergenceError as e:
-            trial.set_user_attr("pruned_reason", str(e))
-            raise optuna.TrialPruned(str(e)) from e
-
     while (left := n_trials - count_finished(study)) > 0:
-        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        if failed >= MAX_FAILED:
-            raise RuntimeError(f"study {name}: {failed} trials failed; see the job log")
-        study.optimize(objective, n_trials=left, catch=(RuntimeError,))
+        trials = [study.ask() for _ in range(min(batch_size, left))]
+        params = [
+            (
+                t.suggest_float("temperature", space.t_low, space.t_high, log=True),
+                t.suggest_float("alpha", space.a_low, space.a_high),
+            )
+            for t in trials
+        ]
+        try:
+            outcomes = train_batch(trials, params)
+        except BaseException:
+            for t in trials:
+                study.tell(t, state=TrialState.FAIL)
+            raise
+        for t, outcome in zip(trials, outcomes):
+            if isinstance(outcome, str):
+                t.set_user_attr("pruned_reason", outcome)
+                study.tell(t, state=TrialState.PRUNED)
+            else:
+                study.tell(t, outcome)
     return study
+
+
+def should_prune(trial: optuna.Trial, epoch: int, val_acc: float) -> str:
+    """Report a trial's epoch; return why it is pruned now, or ''."""
+    trial.report(val_acc, epoch)
+    return f"median pruner at epoch {epoch}" if trial.should_prune() else ""
 
 
 def best_params(study: optuna.Study) -> dict:

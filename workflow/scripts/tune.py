@@ -34,6 +34,7 @@ with job_log(sm.log[0], sm.threads):
         teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),
         space=search_space(sm.config),
         n_trials=sm.config["tuning"]["n_trials"],
+        parallel_trials=sm.config["tuning"]["parallel_trials"],
         pruner=pruner_config(sm.config, student),
         journal=Path(sm.params.journal),
         out_params=Path(sm.output.best),

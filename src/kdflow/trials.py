@@ -1,0 +1,150 @@
+"""Training a batch of Optuna trials for one edge: as one stacked model, or one by one.
+
+    ctx = TrialContext(spec=..., train=..., val=..., cfg=..., teacher_logits=..., ...)
+    train_batch = stacked_trainer(ctx) if stackable(ctx) else sequential_trainer(ctx)
+    run_study(..., train_batch=train_batch, batch_size=8)
+
+Both give every trial the same start (the training seed's initial weights and batch order), so a
+trial's value depends only on its (T, alpha); each trial is a nested MLflow run under the tuning
+run, ending FINISHED, or KILLED with a `pruned_reason` tag when pruned or diverged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from kdflow import tracking as trk
+from kdflow.data import Split
+from kdflow.engine import Callback, DivergenceError, TrainConfig, fit, kd_objective
+from kdflow.models import build_model
+from kdflow.stacked import can_stack, fit_stacked, stack
+from kdflow.tuning import TrainBatch, should_prune
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one edge shares."""
+
+    spec: dict
+    input_shape: tuple[int, ...]
+    num_classes: int
+    train: Split
+    val: Split
+    cfg: TrainConfig
+    teacher_logits: torch.Tensor  # (N_train, C), computed once from the teacher
+    tracking: trk.TrackingSpec
+    tags: dict
+    parent_run_id: str | None
+    name: str  # "tune/<edge>", prefix of the trials' run names
+    journal: str  # with the trial number: the trial runs' output key
+
+    def new_student(self):
+        torch.manual_seed(self.cfg.seed)
+        return build_model(self.spec, self.input_shape, self.num_classes)
+
+    def open_trial_run(self, trial: optuna.Trial, temperature: float, alpha: float) -> trk.Run:
+        return trk.open_run(
+            self.tracking,
+            f"{self.name}/trial{trial.number}",
+            {**self.tags, "optuna_trial": trial.number},
+            {"temperature": temperature, "alpha": alpha},
+            output=f"{self.journal}#{trial.number}",
+            parent_run_id=self.parent_run_id,
+        )
+
+
+def stackable(ctx: TrialContext) -> bool:
+    return can_stack(ctx.new_student())
+
+
+def _close(run: trk.Run, best_val_acc: float, stopped: str) -> float | str:
+    run.log_metrics({"best_val_acc": best_val_acc})
+    if stopped:
+        run.set_tags({"pruned_reason": stopped})
+        run.end("KILLED")
+        return stopped
+    run.end("FINISHED")
+    return best_val_acc
+
+
+def stacked_trainer(ctx: TrialContext) -> TrainBatch:
+    """All trials of a batch in one stacked model (kdflow.stacked)."""
+
+    def train_batch(trials, params):
+        stacked = stack([ctx.new_student() for _ in trials])
+        runs = [ctx.open_trial_run(t, temp, a) for t, (temp, a) in zip(trials, params)]
+
+        def on_epoch(epoch, metrics, live):
+            stops = {}
+            for i in live:
+                runs[i].log_metrics(metrics[i], step=epoch)
+                if reason := should_prune(trials[i], epoch, metrics[i]["val_acc"]):
+                    stops[i] = reason
+            return stops
+
+        temps = torch.tensor([p[0] for p in params])
+        alphas = torch.tensor([p[1] for p in params])
+        try:
+            results = fit_stacked(
+                stacked, ctx.train, ctx.val, ctx.cfg, ctx.teacher_logits, temps, alphas, on_epoch
+            )
+        except BaseException:
+            for run in runs:
+                run.end("FAILED")
+            raise
+        return [_close(run, r.best_val_acc, r.stopped) for run, r in zip(runs, results)]
+
+    return train_batch
+
+
+class _Stop(Exception):
+    """A trial the pruner stopped."""
+
+
+class _PruneCallback(Callback):
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, metrics):
+        if reason := should_prune(self.trial, epoch, metrics["val_acc"]):
+            raise _Stop(reason)
+
+
+class _Accuracies(Callback):
+    def __init__(self):
+        self.values: list[float] = []
+
+    def on_epoch_end(self, epoch, metrics):
+        self.values.append(metrics["val_acc"])
+
+
+def sequential_trainer(ctx: TrialContext) -> TrainBatch:
+    """One trial after another with the ordinary training loop (any model family)."""
+
+    def train_batch(trials, params):
+        outcomes = []
+        for trial, (temp, alpha) in zip(trials, params):
+            run = ctx.open_trial_run(trial, temp, alpha)
+            seen = _Accuracies()
+            try:
+                result = fit(
+                    ctx.new_student(),
+                    ctx.train,
+                    ctx.val,
+                    ctx.cfg,
+                    kd_objective(ctx.teacher_logits, temp, alpha),
+                    callbacks=[trk.MetricsCallback(run), seen, _PruneCallback(trial)],
+                    stage=f"{ctx.name}/trial{trial.number}",
+                )
+                outcomes.append(_close(run, result.best_val_acc, ""))
+            except (_Stop, DivergenceError) as e:
+                outcomes.append(_close(run, max(seen.values, default=0.0), str(e)))
+            except BaseException:
+                run.end("FAILED")
+                raise
+        return outcomes
+
+    return train_batch
