@@ -16,6 +16,7 @@ from kdflow.engine import (
     TrainConfig,
     fit,
     kd_objective,
+    live_kd_objective,
     predict_logits,
     scratch_objective,
 )
@@ -143,23 +144,12 @@ def test_cached_teacher_logits_equal_a_live_teacher_in_eval_mode(small_splits):
     teacher = fit(new_model(), train, val, TrainConfig(epochs=2, batch_size=64), scratch_objective()).model
     cached = predict_logits(teacher, train.x)
     assert not teacher.training
-    live = kd_objective_live(teacher)
+    live = live_kd_objective(teacher, 4.0, 0.5)
     idx = torch.arange(10, 30)
     student = build_model({"family": "mlp", "hidden": [16]}, (40,), 10)
     a = kd_objective(cached, 4.0, 0.5)(student, train.x[idx], train.y[idx], idx)
     b = live(student, train.x[idx], train.y[idx], idx)
     assert torch.allclose(a["loss"], b["loss"])
-
-
-def kd_objective_live(teacher):
-    from kdflow.losses import kd_loss
-
-    def objective(model, x, y, idx):
-        with torch.no_grad():
-            t = teacher.eval()(x)
-        return kd_loss(model(x), t, y, 4.0, 0.5)
-
-    return objective
 
 
 def test_corrupt_and_tampered_model_files_are_refused(tmp_path):

@@ -10,7 +10,6 @@ bad config stops the run before any job starts and before anything is written.
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import sys
 from pathlib import Path
@@ -18,14 +17,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from kdflow.data import GENERATED
-from kdflow.models import MODELS
+from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-# Input rank each dataset gives, and each family accepts (None: any).
-DATASET_RANK = {"mnist1d": 1, "mnist": 3, "cifar10": 3}
-FAMILY_RANK = {"mlp": None, "cnn1d": 1, "cnn2d": 3}
 
 
 class ConfigError(ValueError):
@@ -143,16 +137,14 @@ def _check_semantics(c: dict) -> None:
     rank = DATASET_RANK[c["dataset"]["name"]]
     for name, spec in models.items():
         family = spec["family"]
-        allowed = [
-            p for p in inspect.signature(MODELS[family]).parameters if p not in ("input_shape", "num_classes")
-        ]
+        family_rank, allowed = FAMILIES[family]
         for knob in spec:
             if knob not in ("family", "train") and knob not in allowed:
                 raise ConfigError(
                     f"config key 'models.{name}.{knob}': not a knob of family {family!r}; "
                     f"allowed: {', '.join(allowed)}"
                 )
-        if FAMILY_RANK[family] not in (None, rank):
+        if family_rank not in (None, rank):
             raise ConfigError(
                 f"config key 'models.{name}.family': {family!r} does not take the {rank}-D inputs "
                 f"of dataset {c['dataset']['name']!r}"

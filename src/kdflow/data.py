@@ -133,8 +133,6 @@ def _require_dir(root: Path | None, sub: str, name: str) -> Path:
 
 # name -> loader(root, seed). Written out by hand: the registry is the list of what exists.
 LOADERS = {"mnist1d": load_mnist1d, "mnist": load_mnist, "cifar10": load_cifar10}
-# Datasets kdflow can make itself; the others must already be on disk under dataset.root.
-GENERATED = {"mnist1d"}
 
 
 def save_raw(data: RawData, path: Path) -> None:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdflow.callbacks import Callback
 from kdflow.checkpoint import load_checkpoint, save_checkpoint
 from kdflow.data import Split
 from kdflow.losses import ce_loss, kd_loss
@@ -72,14 +73,17 @@ def kd_objective(teacher_logits: torch.Tensor, temperature: float, alpha: float)
     return objective
 
 
-class Callback:
-    """Hooks for side effects. Raising from a hook stops the fit (how pruning works)."""
+def live_kd_objective(teacher: nn.Module, temperature: float, alpha: float) -> Objective:
+    """KD with the teacher run on every batch (frozen: eval mode, no grad). For inputs that change
+    every epoch (augmentation), where cached logits would be wrong; otherwise use kd_objective."""
+    teacher.eval()
 
-    def on_fit_start(self, start_epoch: int, epochs: int) -> None: ...
+    def objective(model, x, y, idx):
+        with torch.no_grad():
+            t_logits = teacher(x)
+        return kd_loss(model(x), t_logits, y, temperature, alpha)
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
-
-    def on_fit_end(self, result: FitResult) -> None: ...
+    return objective
 
 
 @dataclass

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdflow.engine import Callback
+from kdflow.callbacks import Callback
 
 OUTPUT_TAG = "kdflow.output"  # the job's output directory: how a rerun finds its stale runs
 

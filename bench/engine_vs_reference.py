@@ -1,0 +1,154 @@
+"""kdflow's training engine against the loop KD projects use today, side by side in one process.
+
+    .venv/bin/python bench/engine_vs_reference.py            # 5 pairs x 3 repetitions, ~4 min
+    .venv/bin/python bench/engine_vs_reference.py --quick    # 2 pairs x 1 repetition
+
+The reference loop is written the way the official TAKD script and RepDistiller train a student:
+a DataLoader over a TensorDataset (batch 128, shuffled), the frozen teacher's forward pass on every
+batch, a KL loss, `loss.item()` every step, and a DataLoader pass over the validation split each
+epoch. kdflow's engine trains the same student with the same optimizer, schedule, batch size,
+epochs and seed, from teacher logits computed once (that pass is included in its time). Both run
+single-threaded (`torch.set_num_threads(1)`, as a Snakemake job with threads: 1 does).
+Prints samples/s (training samples x epochs / wall seconds) min/median/max over repetitions,
+the ratio of medians, and each loop's final validation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from kdflow import data
+from kdflow.engine import (
+    TrainConfig,
+    fit,
+    kd_objective,
+    make_optimizer,
+    make_scheduler,
+    predict_logits,
+    scratch_objective,
+)
+from kdflow.models import build_model, count_parameters
+
+PAIRS = [  # (teacher spec, student spec)
+    ({"family": "cnn1d", "channels": 64, "layers": 3}, {"family": "cnn1d", "channels": 8, "layers": 2}),
+    ({"family": "cnn1d", "channels": 64, "layers": 3}, {"family": "cnn1d", "channels": 16, "layers": 2}),
+    ({"family": "cnn1d", "channels": 16, "layers": 2}, {"family": "cnn1d", "channels": 8, "layers": 2}),
+    ({"family": "cnn1d", "channels": 128, "layers": 4}, {"family": "mlp", "hidden": [64]}),
+    ({"family": "mlp", "hidden": [512, 512]}, {"family": "mlp", "hidden": [32]}),
+]
+T, ALPHA = 4.0, 0.9
+
+
+def reference_fit(student, teacher, train, val, cfg: TrainConfig) -> float:
+    """The usual loop; returns the last epoch's validation accuracy."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(TensorDataset(train.x, train.y), batch_size=cfg.batch_size, shuffle=True, generator=g)
+    val_loader = DataLoader(TensorDataset(val.x, val.y), batch_size=cfg.batch_size)
+    opt, teacher = make_optimizer(student, cfg), teacher.eval()
+    sched = make_scheduler(opt, cfg)
+    acc = 0.0
+    for _ in range(cfg.epochs):
+        student.train()
+        running = 0.0
+        for xb, yb in loader:
+            with torch.no_grad():
+                t_logits = teacher(xb)
+            s_logits = student(xb)
+            soft = F.kl_div(F.log_softmax(s_logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean")
+            loss = (1 - ALPHA) * F.cross_entropy(s_logits, yb) + ALPHA * T * T * soft
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += loss.item()
+        sched.step()
+        student.eval()
+        correct = 0
+        with torch.no_grad():
+            for xb, yb in val_loader:
+                correct += (student(xb).argmax(1) == yb).sum().item()
+        acc = correct / len(val)
+    return acc
+
+
+def kdflow_fit(student, teacher, train, val, cfg: TrainConfig) -> float:
+    logits = predict_logits(teacher, train.x)  # the cached teacher pass, timed with the fit
+    result = fit(student, train, val, cfg, kd_objective(logits, T, ALPHA))
+    return result.history[-1]["val_acc"]
+
+
+def timed(fn, spec, teacher, train, val, cfg) -> tuple[float, float]:
+    torch.manual_seed(cfg.seed)
+    student = build_model(spec, (40,), 10)
+    start = time.perf_counter()
+    acc = fn(student, teacher, train, val, cfg)
+    return time.perf_counter() - start, acc
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    pairs, reps = (PAIRS[:2], 1) if args.quick else (PAIRS, args.reps)
+    torch.set_num_threads(1)
+
+    path = Path("bench/out/mnist1d.npz")
+    if not path.exists():
+        data.save_raw(data.load_mnist1d(None, 42), path)
+    train = data.load_split(path, "train", 0.2, 0)
+    val = data.load_split(path, "val", 0.2, 0)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=128, seed=0)
+    samples = len(train) * cfg.epochs
+
+    print(f"{cfg.epochs} epochs x {len(train)} samples, batch {cfg.batch_size}, {reps} repetitions, 1 thread")
+    header = "teacher (params) -> student (params)"
+    print(f"| {header} | reference samples/s | kdflow samples/s | ratio | val acc ref / kdflow |")
+    print("|---|---:|---:|---:|---:|")
+    ratios = []
+    for t_spec, s_spec in pairs:
+        torch.manual_seed(0)
+        teacher = build_model(t_spec, (40,), 10)
+        fit(teacher, train, val, TrainConfig(epochs=15, seed=0), scratch_objective())  # a real teacher
+        runs = {"ref": [], "kdflow": []}
+        for _ in range(reps):  # interleaved, so drifts in machine load hit both alike
+            runs["ref"].append(timed(reference_fit, s_spec, teacher, train, val, cfg))
+            runs["kdflow"].append(timed(kdflow_fit, s_spec, teacher, train, val, cfg))
+        rate = {k: sorted(samples / t for t, _ in v) for k, v in runs.items()}
+        med = {k: statistics.median(v) for k, v in rate.items()}
+        ratios.append(med["kdflow"] / med["ref"])
+        name = (
+            f"{_name(t_spec)} ({count_parameters(teacher):,}) -> "
+            f"{_name(s_spec)} ({count_parameters(build_model(s_spec, (40,), 10)):,})"
+        )
+        print(
+            f"| {name} | {_mmm(rate['ref'])} | {_mmm(rate['kdflow'])} | {ratios[-1]:.2f}x "
+            f"| {runs['ref'][-1][1]:.3f} / {runs['kdflow'][-1][1]:.3f} |",
+            flush=True,
+        )
+    geo = torch.tensor(ratios).log().mean().exp().item()
+    print(f"\ngeometric-mean ratio (kdflow / reference samples/s): {geo:.2f}x")
+    return 0
+
+
+def _name(spec: dict) -> str:
+    if spec["family"] == "mlp":
+        return "mlp" + "x".join(map(str, spec["hidden"]))
+    return f"cnn1d c{spec['channels']} l{spec['layers']}"
+
+
+def _mmm(values: list[float]) -> str:
+    """median (min-max), samples/s."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,112 @@
+"""Wall time of one edge's Optuna study: kdflow's tuning against the usual way, in one process.
+
+    .venv/bin/python bench/tuning_cost.py            # 8 trials x 60 epochs, 3 repetitions, ~6 min
+    .venv/bin/python bench/tuning_cost.py --quick    # 4 trials x 20 epochs, 1 repetition
+
+Same edge (the default teacher cnn1d c64 l3 -> student cnn1d c8 l2, teacher trained here first),
+same search space, same trial count, same TPE seed, same training hyperparameters. Variants:
+  usual       teacher forward on every batch of every trial, no pruning, one trial at a time
+  +cache      teacher logits computed once and reused by every trial
+  +prune      ... and median pruning (kdflow's default warmup: half the epochs)
+  kdflow      ... and trials trained 8 at a time as one stacked student (the pipeline default)
+Prints wall time min/median/max, the ratio to `usual`, and each study's best validation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kdflow import data
+from kdflow.engine import TrainConfig, fit, live_kd_objective, predict_logits, scratch_objective
+from kdflow.models import build_model
+from kdflow.tracking import TrackingSpec
+from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
+from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study
+
+TEACHER = {"family": "cnn1d", "channels": 64, "layers": 3}
+STUDENT = {"family": "cnn1d", "channels": 8, "layers": 2}
+NO_PRUNING = PrunerConfig(n_startup_trials=10**6, n_warmup_steps=10**6)
+
+
+def usual_trainer(teacher, ctx: TrialContext):
+    """One trial at a time, the teacher evaluated on every batch, no pruning."""
+
+    def train_batch(trials, params):
+        out = []
+        for temp, alpha in params:
+            result = fit(
+                ctx.new_student(), ctx.train, ctx.val, ctx.cfg, live_kd_objective(teacher, temp, alpha)
+            )
+            out.append(result.best_val_acc)
+        return out
+
+    return train_batch
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    trials, epochs, reps = (4, 20, 1) if args.quick else (args.trials, args.epochs, args.reps)
+    torch.set_num_threads(1)
+    path = Path("bench/out/mnist1d.npz")
+    if not path.exists():
+        data.save_raw(data.load_mnist1d(None, 42), path)
+    train = data.load_split(path, "train", 0.2, 0)
+    val = data.load_split(path, "val", 0.2, 0)
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER, (40,), 10)
+    fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
+    cfg = TrainConfig(epochs=epochs, seed=0)
+    prune = PrunerConfig(n_startup_trials=4, n_warmup_steps=epochs // 2)
+
+    def context(logits):
+        off = TrackingSpec(False, "", "bench", "")
+        return TrialContext(STUDENT, (40,), 10, train, val, cfg, logits, off, {}, None, "tune/bench", "j")
+
+    def study(trainer, pruner, batch, make_logits):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            logits = make_logits()  # the cached variants pay for their one teacher pass here
+            s = run_study(
+                Path(tmp) / "s.journal", "e", SearchSpace(), trials, 0, pruner, trainer(logits), batch
+            )
+            return time.perf_counter() - start, best_params(s)["val_acc"]
+
+    cached = lambda: predict_logits(teacher, train.x)  # noqa: E731
+    variants = {
+        "usual": lambda: study(lambda _: usual_trainer(teacher, context(None)), NO_PRUNING, 1, lambda: None),
+        "+cache": lambda: study(lambda lg: sequential_trainer(context(lg)), NO_PRUNING, 1, cached),
+        "+prune": lambda: study(lambda lg: sequential_trainer(context(lg)), prune, 1, cached),
+        "kdflow": lambda: study(lambda lg: stacked_trainer(context(lg)), prune, 8, cached),
+    }
+    runs = {name: [] for name in variants}
+    for _ in range(reps):  # interleaved, so drifts in machine load hit every variant alike
+        for name, run in variants.items():
+            runs[name].append(run())
+    print(f"one edge, {trials} trials x {epochs} epochs, TPE seed 0, {reps} repetitions, 1 thread")
+    print("| variant | wall s median (min-max) | speed-up vs usual | best val acc |")
+    print("|---|---:|---:|---:|")
+    base = statistics.median(t for t, _ in runs["usual"])
+    for name, values in runs.items():
+        times = [t for t, _ in values]
+        med = statistics.median(times)
+        print(
+            f"| {name} | {med:.1f} ({min(times):.1f}-{max(times):.1f}) | {base / med:.2f}x "
+            f"| {values[-1][1]:.4f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
