@@ -40,7 +40,12 @@ def write_json(path: str | Path, obj: object) -> None:
 
 
 def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # written atomically: only damage does this
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); delete it and rerun: the job that writes it runs again"
+        ) from e
 
 
 def sha256(path: str | Path) -> str:

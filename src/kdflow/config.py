@@ -13,11 +13,13 @@ import copy
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
 
 from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED
+from kdflow.tracking import redact
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -99,7 +101,7 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise ConfigError(_message(errors[0], schema))
+        raise ConfigError(redact(_message(errors[0], schema)))  # it may quote a URI with a password
     fill_defaults(config, schema)
     _check_semantics(config)
     return config
@@ -159,10 +161,37 @@ def _check_semantics(c: dict) -> None:
                 f"config key 'tuning.{key}': low ({r['low']}) must not exceed high ({r['high']})"
             )
 
+    if c["tracking"]["uri"]:
+        _check_tracking_uri(c["tracking"]["uri"])
+
     results = Path(c["results_dir"]).resolve()
     existing = next(p for p in [results, *results.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
+
+
+def _check_tracking_uri(uri: str) -> None:
+    """What the schema's prefix pattern cannot say: a host for http(s), a database path for sqlite."""
+    shown = redact(uri)  # a refused URI may still carry a password
+    allowed = "allowed: sqlite:///<path>.db, http(s)://host[:port][/path], file:///<abs path>"
+    try:
+        parts = urlsplit(uri)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as e:
+        raise ConfigError(f"config key 'tracking.uri': {shown!r} is malformed ({e}); {allowed}") from None
+    if uri != uri.strip() or any(ch.isspace() for ch in parts.netloc):
+        problem = "has whitespace around it or in its host"
+    elif parts.scheme in ("http", "https") and not parts.hostname:
+        problem = "has no host"
+    elif parts.scheme in ("http", "https") and port == 0:
+        problem = "has port 0"
+    elif parts.scheme == "sqlite" and (parts.path in ("", "/") or parts.path.endswith("/")):
+        problem = "names no database file"
+    elif parts.scheme == "file" and parts.path in ("", "/"):
+        problem = "names no directory"
+    else:
+        return
+    raise ConfigError(f"config key 'tracking.uri': {shown!r} {problem}; {allowed}")
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ The test split is only ever returned by `load_split(..., "test")`, which only th
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sys
 import zipfile
@@ -174,6 +175,16 @@ def load_split(path: Path, name: str, val_fraction: float, split_seed: int) -> S
     train_idx, val_idx = stratified_split(raw.y_train, val_fraction, split_seed)
     idx = {"train": train_idx, "val": val_idx}[name]
     return Split(torch.from_numpy(raw.x_train[idx]), torch.from_numpy(raw.y_train[idx]))
+
+
+def content_hash(*splits: Split) -> str:
+    """sha256 of the splits' arrays: what a model was trained on, whatever file it came from."""
+    h = hashlib.sha256()
+    for split in splits:
+        for t in (split.x, split.y):
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def input_shape(split: Split) -> tuple[int, ...]:

@@ -122,7 +122,9 @@ def prepare_data(name: str, root: str | None, seed: int, out: Path) -> None:
 
 def _load_teacher(teacher: TeacherRef) -> tuple[dict, dict]:
     meta = read_json(teacher.fit_json)
-    cache = load_checkpoint(teacher.logits)
+    cache = load_checkpoint(
+        teacher.logits, "delete it and rerun: cache_logits recomputes it from the teacher's model.pt"
+    )
     if cache["teacher_sha256"] != meta["model_sha256"]:
         raise CorruptFileError(
             f"{teacher.logits} was computed from another checkpoint than the one {teacher.fit_json} "
@@ -153,13 +155,15 @@ def train(
 
     params = {"model_spec": json.dumps(spec), "num_params": count_parameters(model), **asdict(cfg)}
     tags = info.tags()
+    # A checkpoint resumes only the run it was written for, on the same data and split.
+    data_hash = datamod.content_hash(train_split, val_split)[:16]
     if teacher is None:
-        objective, run_key = scratch_objective(), json.dumps([spec, info.method])
+        objective, run_key = scratch_objective(), json.dumps([spec, info.method, data_hash])
     else:
         t_meta, cache = _load_teacher(teacher)
         T, alpha = kd_params["temperature"], kd_params["alpha"]
         objective = kd_objective(cache["train"], T, alpha)
-        run_key = json.dumps([spec, info.method, T, alpha, t_meta["model_sha256"]])
+        run_key = json.dumps([spec, info.method, data_hash, T, alpha, t_meta["model_sha256"]])
         params.update(temperature=T, alpha=alpha, teacher=t_meta["model"])
         tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
 
@@ -199,7 +203,7 @@ def train(
         for f in ("model.pt", "history.parquet", "fit.json"):
             run.log_artifact(out_dir / f)
         if resolved_config is not None:
-            write_json(out_dir / "config.resolved.json", resolved_config)
+            write_json(out_dir / "config.resolved.json", trk.redact_config(resolved_config))
             run.log_artifact(out_dir / "config.resolved.json")
         run.log_model(result.model)
     return meta

@@ -20,15 +20,38 @@ import torch
 from kdflow import devices
 from kdflow.engine import TrainConfig
 from kdflow.jobs import DataRef, JobInfo, config_hash, setup
-from kdflow.tracking import TrackingSpec
+from kdflow.tracking import TrackingSpec, redact, secret_values
 from kdflow.tuning import PrunerConfig, SearchSpace
+
+
+class _Redacting:
+    """A text stream that passes everything through `kdflow.tracking.redact` (secrets -> ***)."""
+
+    def __init__(self, stream, secrets: list[str]):
+        self._stream, self._secrets = stream, secrets
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text, self._secrets))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _redacting_excepthook(exc_type, exc, tb) -> None:
+    sys.stderr.write(redact("".join(traceback.format_exception(exc_type, exc, tb))))
 
 
 @contextmanager
 def job_log(path: str, threads: int = 1) -> Iterator[None]:
-    """Send the job's stdout/stderr (progress bars included) to its log; set torch threads."""
+    """Send the job's stdout/stderr (progress bars included) to its log; set torch threads.
+
+    Whatever reaches the log, and the traceback of a failed job that Python prints on exit (which
+    Snakemake shows), has credentials redacted: an MLflow error message quotes the full tracking
+    URI, password included."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", buffering=1) as log:
+    sys.excepthook = _redacting_excepthook
+    with open(path, "w", buffering=1) as f:
+        log = _Redacting(f, secret_values())
         out, err = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = log
         try:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kdflow.callbacks import Callback
 
@@ -51,9 +52,45 @@ class TrackingSpec:
         )
 
 
-def redact(uri: str) -> str:
-    """The URI with any user:password removed, for logs and tags."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+# Secrets never reach params, tags, artifacts, tracking.json or job logs: credentials inside URLs
+# (user:password@, ?token=...) and the values of secret-looking environment variables (MLflow's
+# MLFLOW_TRACKING_PASSWORD / _TOKEN, AWS_SECRET_ACCESS_KEY, ...) are replaced by "***".
+_USERINFO = re.compile(r"(://)[^/\s'\"]*@")  # greedy: a raw '@' inside the password is covered too
+_QUERY_SECRET = re.compile(
+    r"([?&](?:token|access_token|password|passwd|secret|api_key|apikey|sig|signature)=)[^&\s'\"]*", re.I
+)
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|API_KEY|APIKEY|ACCESS_KEY|CREDENTIAL", re.I)
+_MIN_SECRET = 6  # shorter values are not replaced: doing so would garble ordinary text
+
+
+def secret_values(environ=None) -> list[str]:
+    """Values that must never be written: secret-named variables and the tracking URI's password."""
+    environ = os.environ if environ is None else environ
+    found = {v for k, v in environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET}
+    try:
+        password = urlsplit(environ.get("MLFLOW_TRACKING_URI", "")).password
+    except ValueError:
+        password = None
+    if password and len(password) >= 4:
+        found.add(password)
+    return sorted(found, key=len, reverse=True)  # longest first: a secret containing another
+
+
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """`text` (a URI, a log line, a traceback) with credentials replaced by ***."""
+    text = _QUERY_SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    for value in secret_values() if secrets is None else secrets:
+        text = text.replace(value, "***")
+    return text
+
+
+def redact_config(obj):
+    """A copy of a config (nested dicts/lists) with every string redacted, e.g. tracking.uri."""
+    if isinstance(obj, dict):
+        return {k: redact_config(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_config(v) for v in obj]
+    return redact(obj) if isinstance(obj, str) else obj
 
 
 def git_commit() -> str:
@@ -122,14 +159,17 @@ class Run:
             return
         from mlflow.entities import Param
 
-        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        secrets = secret_values()
+        batch = [Param(k, redact(str(v), secrets)[:6000]) for k, v in params.items()]
         self.client.log_batch(self.run_id, params=batch)
 
     def set_tags(self, tags: dict) -> None:
         if self.client is not None:
             from mlflow.entities import RunTag
 
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            secrets = secret_values()
+            batch = [RunTag(k, redact(str(v), secrets)) for k, v in tags.items()]
+            self.client.log_batch(self.run_id, tags=batch)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.client is not None:
@@ -152,11 +192,19 @@ class Run:
 
 
 def _kill_stale(client, experiment_id: str, output: str) -> None:
-    stale = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{OUTPUT_TAG}` = '{output}' and attributes.status = 'RUNNING'",
-    )
+    """Mark KILLED the RUNNING runs a killed attempt left for `output`, and their RUNNING nested
+    runs (a tuning job's trials: their own outputs, `<journal>#<trial>`, are never reused)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    running = "attributes.status = 'RUNNING'"
+    mine = f"tags.`{OUTPUT_TAG}` = '{output}'"
+    stale = client.search_runs([experiment_id], filter_string=f"{mine} and {running}")
     for r in stale:
+        children = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{r.info.run_id}' and {running}"
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, status="KILLED")
         client.set_terminated(r.info.run_id, status="KILLED")
 
 
@@ -182,7 +230,9 @@ def open_run(
     all_tags = {MLFLOW_RUN_NAME: name, OUTPUT_TAG: output, **tags}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    info = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    secrets = secret_values()
+    all_tags = {k: redact(str(v), secrets) for k, v in all_tags.items()}
+    info = client.create_run(exp_id, run_name=name, tags=all_tags)
     run = Run(client, info.info.run_id)
     run.log_params(params)
     return run
