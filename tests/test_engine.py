@@ -122,6 +122,21 @@ def test_sigkill_mid_fit_then_rerun_equals_uninterrupted(mnist1d_file, tmp_path)
     assert_same_weights(a, b)
 
 
+def test_checkpoints_are_spaced_by_time_and_the_last_epoch_is_always_saved(small_splits, tmp_path):
+    train, val = small_splits
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 3: nothing saved yet (interval 1 h)
+        fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, callbacks=[StopAt(3)],
+            checkpoint_every_s=3600)  # fmt: skip
+    assert not ckpt.exists()
+    straight = fit(
+        new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, checkpoint_every_s=3600
+    )
+    assert load_checkpoint(ckpt)["epoch"] == CFG.epochs
+    resumed = fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, checkpoint_every_s=3600)
+    assert_same_weights(weights(straight.model), weights(resumed.model))
+
+
 def test_checkpoint_of_another_configuration_is_not_resumed(small_splits, tmp_path):
     train, val = small_splits
     ckpt = tmp_path / "ckpt.pt"

@@ -45,6 +45,9 @@ from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_t
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study, trials_frame
 
 
+CHECKPOINT_EVERY_S = 10.0  # a killed job redoes at most this much work; see kdflow.engine
+
+
 @dataclass(frozen=True)
 class DataRef:
     """A prepared dataset file and how its training part is split."""
@@ -177,6 +180,7 @@ def train(
             objective,
             callbacks=[ProgressBar(name), trk.MetricsCallback(run)],
             checkpoint=out_dir / "checkpoint.pt",
+            checkpoint_every_s=CHECKPOINT_EVERY_S,
             run_key=run_key,
             stage=name,
         )
