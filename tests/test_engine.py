@@ -1,5 +1,6 @@
 """The training loop: determinism, exact resume after a kill, divergence, stored-file safety."""
 
+import math
 import os
 import signal
 import subprocess
@@ -180,3 +181,18 @@ def test_corrupt_and_tampered_model_files_are_refused(tmp_path):
     path.write_bytes(bytes(data[:100]))
     with pytest.raises(CorruptFileError, match="unreadable"):
         load_model(path)
+
+
+def test_bf16_autocast_and_compile_train_on_cpu(small_splits):
+    """The options the GPU benchmark measures run (here on CPU) and still learn."""
+    train, val = small_splits
+    bf16 = fit(
+        new_model(), train, val, TrainConfig(epochs=2, batch_size=64, precision="bf16"), scratch_objective()
+    )
+    assert bf16.best_val_acc > 0.15
+    assert next(bf16.model.parameters()).dtype == torch.float32  # master weights stay fp32
+    small = build_model({"family": "mlp", "hidden": [8]}, (40,), 10)
+    compiled = fit(
+        small, train, val, TrainConfig(epochs=1, batch_size=200, compile=True), scratch_objective()
+    )
+    assert compiled.history[0]["val_acc"] > 0.0 and math.isfinite(compiled.history[0]["train_loss"])

@@ -22,14 +22,16 @@ def test_family_knobs_are_the_constructor_arguments():
         assert tuple(p for p in params if p not in ("input_shape", "num_classes")) == knobs, name
 
 
+SMALL = {"mlp": {}, "cnn1d": {"layers": 1}, "cnn2d": {"layers": 1}, "resnet": {"depth": 8, "width": 4}}
+
+
 def test_family_rank_matches_what_the_model_accepts():
-    x = {1: np.zeros((2, 40), np.float32), 3: np.zeros((2, 3, 8, 8), np.float32)}
     import torch
 
+    x = {1: np.zeros((2, 40), np.float32), 3: np.zeros((2, 3, 8, 8), np.float32)}
+    assert set(SMALL) == set(FAMILIES)
     for name, (rank, _) in FAMILIES.items():
         for r, arr in x.items():
             if rank in (None, r):
-                model = models.build_model(
-                    {"family": name, **({"layers": 1} if name != "mlp" else {})}, arr.shape[1:], 10
-                )
+                model = models.build_model({"family": name, **SMALL[name]}, arr.shape[1:], 10)
                 assert model(torch.from_numpy(arr)).shape == (2, 10)

@@ -151,6 +151,10 @@ def _check_semantics(c: dict) -> None:
                 f"config key 'models.{name}.family': {family!r} does not take the {rank}-D inputs "
                 f"of dataset {c['dataset']['name']!r}"
             )
+        if family == "resnet" and (spec.get("depth", 20) - 2) % 6:
+            raise ConfigError(
+                f"config key 'models.{name}.depth': must be 6n+2 (8, 20, 56, 110), got {spec['depth']}"
+            )
         if family == "cnn1d" and spec.get("kernel", 5) % 2 == 0:
             raise ConfigError(f"config key 'models.{name}.kernel': must be odd, got {spec['kernel']}")
 

@@ -48,6 +48,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, nesterov)
     scheduler: str = "cosine"  # "cosine" (per epoch, to 0) | "constant"
+    precision: str = "fp32"  # "bf16": forward/loss under bf16 autocast (weights and optimizer fp32)
+    compile: bool = False  # torch.compile the model: pays on GPUs and long runs, not on small CPU jobs
     seed: int = 0
     device: str = "cpu"
 
@@ -180,13 +182,16 @@ def fit(
 
     n = len(train)
     last_save = time.monotonic()
+    step_model = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.precision == "bf16")
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         model.train()
         perm = epoch_permutation(n, cfg.seed, epoch, device)
         sums: dict[str, torch.Tensor] = {}
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            parts = objective(model, train.x[idx], train.y[idx], idx)
+            with autocast:
+                parts = objective(step_model, train.x[idx], train.y[idx], idx)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()

@@ -13,4 +13,5 @@ FAMILIES = {
     "mlp": (None, ("hidden", "dropout")),
     "cnn1d": (1, ("channels", "layers", "kernel", "dropout")),
     "cnn2d": (3, ("channels", "layers")),
+    "resnet": (3, ("depth", "width")),
 }
