@@ -44,7 +44,6 @@ from kdflow.models import build_model, count_parameters
 from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study, trials_frame
 
-
 CHECKPOINT_EVERY_S = 10.0  # a killed job redoes at most this much work; see kdflow.engine
 
 
@@ -147,6 +146,7 @@ def train(
     teacher: TeacherRef | None = None,
     kd_params: dict | None = None,
     resolved_config: dict | None = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> dict:
     """Train one model (from labels, or distilled when `teacher` is given); write into out_dir:
     model.pt, history.parquet, fit.json; checkpoint.pt is the resumable state (not an output)."""
@@ -180,7 +180,7 @@ def train(
             objective,
             callbacks=[ProgressBar(name), trk.MetricsCallback(run)],
             checkpoint=out_dir / "checkpoint.pt",
-            checkpoint_every_s=CHECKPOINT_EVERY_S,
+            checkpoint_every_s=checkpoint_every_s,
             run_key=run_key,
             stage=name,
         )

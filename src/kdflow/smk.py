@@ -9,6 +9,7 @@ Everything here takes plain values (a config dict, paths), so it is tested witho
 from __future__ import annotations
 
 import math
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import torch
 
 from kdflow import devices
 from kdflow.engine import TrainConfig
-from kdflow.jobs import DataRef, JobInfo, config_hash, setup
+from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, config_hash, setup
 from kdflow.tracking import TrackingSpec, redact, secret_values
 from kdflow.tuning import PrunerConfig, SearchSpace
 
@@ -68,6 +69,12 @@ def device() -> str:
     """The job's training device: its own GPU slot (see kdflow.devices), or the CPU."""
     devices.acquire()  # before torch.cuda.is_available(), which starts CUDA with the devices it sees
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def checkpoint_every_s() -> float:
+    """Seconds between resume checkpoints of a training job: $KDFLOW_CHECKPOINT_EVERY_S, else
+    jobs.CHECKPOINT_EVERY_S. 0 saves every epoch (preemptible nodes, the kill tests)."""
+    return float(os.environ.get("KDFLOW_CHECKPOINT_EVERY_S", CHECKPOINT_EVERY_S))
 
 
 def data_ref(config: dict, path: str) -> DataRef:

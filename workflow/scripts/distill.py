@@ -5,7 +5,7 @@ from pathlib import Path
 from kdflow import plan
 from kdflow.atomic import read_json
 from kdflow.jobs import TeacherRef, train
-from kdflow.smk import data_ref, job_info, job_log, tracking_spec, train_config
+from kdflow.smk import checkpoint_every_s, data_ref, job_info, job_log, tracking_spec, train_config
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
@@ -30,4 +30,5 @@ with job_log(sm.log[0], sm.threads):
         teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),
         kd_params=kd,
         resolved_config=sm.config,
+        checkpoint_every_s=checkpoint_every_s(),
     )

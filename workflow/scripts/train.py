@@ -4,7 +4,7 @@ from pathlib import Path
 
 from kdflow import plan
 from kdflow.jobs import train
-from kdflow.smk import data_ref, job_info, job_log, tracking_spec, train_config
+from kdflow.smk import checkpoint_every_s, data_ref, job_info, job_log, tracking_spec, train_config
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
@@ -17,4 +17,5 @@ with job_log(sm.log[0], sm.threads):
         out_dir=Path(sm.output.model).parent,
         tracking=tracking_spec(sm.config),
         resolved_config=sm.config,
+        checkpoint_every_s=checkpoint_every_s(),
     )
