@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from kdflow import devices
+from kdflow import devices, plan
 from kdflow.engine import TrainConfig
 from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, config_hash, setup
 from kdflow.tracking import TrackingSpec, redact, secret_values
@@ -90,6 +90,19 @@ def train_config(config: dict, seed: int, model: str) -> TrainConfig:
 
 def job_info(config: dict, rule: str, model: str, role: str, method: str, seed, edge: str = "") -> JobInfo:
     return JobInfo(rule, model, role, method, int(seed), edge, config_hash(config))
+
+
+def edge_job_info(config: dict, rule: str, teacher: str, student: str, seed) -> JobInfo:
+    """A distillation edge's job: the student's role, the method the edge implies (kd/takd)."""
+    return job_info(
+        config,
+        rule,
+        student,
+        plan.role(config, student),
+        plan.method(config, teacher, student),
+        seed,
+        edge=f"{teacher}{plan.SEP}{student}",
+    )
 
 
 def tracking_spec(config: dict) -> TrackingSpec:

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-from kdflow import plan
 from kdflow.atomic import read_json
 from kdflow.jobs import TeacherRef, train
-from kdflow.smk import checkpoint_every_s, data_ref, job_info, job_log, tracking_spec, train_config
+from kdflow.smk import checkpoint_every_s, data_ref, edge_job_info, job_log, tracking_spec, train_config
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
@@ -16,15 +15,7 @@ with job_log(sm.log[0], sm.threads):
         data=data_ref(sm.config, sm.input.data),
         spec=sm.params.spec,
         cfg=train_config(sm.config, seed, student),
-        info=job_info(
-            sm.config,
-            sm.rule,
-            student,
-            plan.role(sm.config, student),
-            plan.method(sm.config, teacher, student),
-            seed,
-            edge=f"{teacher}{plan.SEP}{student}",
-        ),
+        info=edge_job_info(sm.config, sm.rule, teacher, student, seed),
         out_dir=Path(sm.output.model).parent,
         tracking=tracking_spec(sm.config),
         teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),

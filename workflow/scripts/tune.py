@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-from kdflow import plan
 from kdflow.jobs import TeacherRef, tune
 from kdflow.smk import (
     data_ref,
-    job_info,
+    edge_job_info,
     job_log,
     pruner_config,
     search_space,
@@ -22,15 +21,7 @@ with job_log(sm.log[0], sm.threads):
         data=data_ref(sm.config, sm.input.data),
         spec=sm.params.spec,
         cfg=train_config(sm.config, seed, student),
-        info=job_info(
-            sm.config,
-            sm.rule,
-            student,
-            plan.role(sm.config, student),
-            plan.method(sm.config, teacher, student),
-            seed,
-            edge=f"{teacher}{plan.SEP}{student}",
-        ),
+        info=edge_job_info(sm.config, sm.rule, teacher, student, seed),
         teacher=TeacherRef(Path(sm.input.teacher_logits), Path(sm.input.teacher_fit)),
         space=search_space(sm.config),
         n_trials=sm.config["tuning"]["n_trials"],
