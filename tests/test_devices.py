@@ -86,7 +86,8 @@ def test_a_killed_holder_frees_its_slot(tmp_path):
 def test_a_preset_cuda_visible_devices_is_honoured(tmp_path):
     env = {**job_env(tmp_path / "locks", 2), "CUDA_VISIBLE_DEVICES": "1"}
     job = start_job(tmp_path, "preset", env, hold=0)
-    job.communicate(timeout=60)
+    _, err = job.communicate(timeout=60)
+    assert "CUDA_VISIBLE_DEVICES=1 was set before the job" in err
     record = json.loads((tmp_path / "preset.json").read_text())
     assert record["slot"] is None and record["cvd"] == "1"
     assert not (tmp_path / "locks").exists()  # nothing was locked
@@ -113,11 +114,12 @@ def test_timeout_when_every_slot_is_held(tmp_path):
 
 
 def test_the_job_entry_point_takes_a_slot(tmp_path):
-    """kdflow.smk.device(), which every training job calls for its TrainConfig, sets the device."""
+    """kdflow.smk.device(), which every training job calls (for its TrainConfig), takes the slot."""
     code = (
-        "import os; from kdflow.smk import device\nd = device(); print(d, os.environ['CUDA_VISIBLE_DEVICES'])"
+        "import os; from kdflow.smk import device\n"
+        "d = device(); device(); print(d, os.environ['CUDA_VISIBLE_DEVICES'])"
     )
     env = job_env(tmp_path / "locks", 2)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["cpu", "0"]  # slot 0; no CUDA on the test machine, so the CPU
-    assert "GPU slot 0 of 2" in out.stderr
+    assert out.stderr.count("GPU slot 0 of 2") == 1  # decided once per job

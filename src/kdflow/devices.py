@@ -30,7 +30,9 @@ SLOTS_ENV = "KDFLOW_GPU_SLOTS"
 LOCK_DIR_ENV = "KDFLOW_GPU_LOCK_DIR"
 POLL_SECONDS = 0.5  # a job waiting for a GPU waits for a whole training run anyway
 
-_held: tuple[int, int] | None = None  # (slot, fd) for this process's lifetime; the fd holds the lock
+_decided = False  # acquire() decides once per process
+_slot: int | None = None
+_lock_fd: int | None = None  # held open for the process's lifetime: the open fd is the lock
 
 
 def slot_count() -> int:
@@ -69,16 +71,20 @@ def _make_lock_dir(path: Path) -> None:
 
 
 def acquire(timeout: float | None = None) -> int | None:
-    """The slot this process holds (taking one if needed), or None when the job doesn't lock one:
-    `CUDA_VISIBLE_DEVICES` was set by someone else, or there are no slots. Raises TimeoutError when
-    `timeout` seconds pass with every slot held."""
-    global _held
-    if _held is not None:
-        return _held[0]
+    """The slot this process holds (taking one on the first call), or None when it locks none:
+    `CUDA_VISIBLE_DEVICES` was set before the job started, or there are no slots. Raises TimeoutError
+    when `timeout` seconds pass with every slot held."""
+    global _decided, _slot, _lock_fd
+    if _decided:
+        return _slot
     if "CUDA_VISIBLE_DEVICES" in os.environ:
+        visible = os.environ["CUDA_VISIBLE_DEVICES"]
+        print(f"kdflow: CUDA_VISIBLE_DEVICES={visible} was set before the job: using it", file=sys.stderr)
+        _decided = True
         return None
     n = slot_count()
     if n <= 0:
+        _decided = True
         return None
     root = lock_dir()
     _make_lock_dir(root)
@@ -88,7 +94,7 @@ def acquire(timeout: float | None = None) -> int | None:
         for slot in range(n):
             fd = _try_lock(root / f"gpu{slot}.lock")
             if fd is not None:
-                _held = (slot, fd)
+                _decided, _slot, _lock_fd = True, slot, fd
                 os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
                 print(f"kdflow: GPU slot {slot} of {n} (CUDA_VISIBLE_DEVICES={slot})", file=sys.stderr)
                 return slot
