@@ -5,6 +5,7 @@ on the data it was written for, secrets are redacted, and a killed attempt's MLf
 The same faults through real `snakemake` runs are in tests/test_faults.py.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -18,8 +19,8 @@ import torch
 
 from kdflow import jobs
 from kdflow import tracking as trk
-from kdflow.atomic import read_json
-from kdflow.checkpoint import CorruptFileError, load_checkpoint, load_model
+from kdflow.atomic import read_json, sha256
+from kdflow.checkpoint import CorruptFileError, load_checkpoint, load_model, save_model
 from kdflow.config import ConfigError, check_config
 from kdflow.data import load_raw
 from kdflow.engine import TrainConfig, fit, scratch_objective
@@ -152,6 +153,13 @@ def test_damaged_model_is_refused_by_its_readers(teacher, tmp_path, damage):
     assert not (tmp_path / "test_metrics.json").exists() and not (t / "l.pt").exists()
 
 
+def test_equal_models_are_equal_files(teacher, tmp_path):
+    """A rewritten model.pt (e.g. from its final checkpoint) keeps the sha256 its readers recorded."""
+    model = load_model(teacher[1] / "model.pt")
+    sha = [save_model(tmp_path / name, model, SPEC, (40,), 10) for name in ("a.pt", "b.pt")]
+    assert sha[0] == sha[1] == sha256(teacher[1] / "model.pt")
+
+
 def test_damaged_fit_json_names_itself(teacher, tmp_path):
     t = copy_of(teacher[1], tmp_path)
     truncate(t / "fit.json")
@@ -260,6 +268,25 @@ def test_rerun_marks_a_killed_attempts_runs_and_nested_trials_killed(tmp_path, m
     tag = trk.OUTPUT_TAG
     assert client.get_run(fresh.run_id).data.tags[tag] == client.get_run(parent.run_id).data.tags[tag]
     assert client.get_run(parent.run_id).data.params["uri"] == "http://***@h:1"
+
+
+def test_evaluate_writes_its_metrics_into_the_training_run(teacher, tmp_path):
+    """Run.log_metrics buffers; evaluate logs into a run it does not end, so it must flush."""
+    from mlflow import MlflowClient
+
+    data, out = teacher
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = trk.TrackingSpec(True, uri, "e", (tmp_path / "art").as_uri())
+    trk.init_tracking(spec)
+    run = trk.open_run(spec, "train/m/seed0", {}, {}, str(out))
+    run.end()
+    t = copy_of(out, tmp_path)
+    meta = {**read_json(t / "fit.json"), "mlflow_run_id": run.run_id}
+    (t / "fit.json").write_text(json.dumps(meta))
+    row = jobs.evaluate(data=data, model_file=t / "model.pt", fit_json=t / "fit.json",
+                        out=tmp_path / "test_metrics.json", tracking=spec)  # fmt: skip
+    metrics = MlflowClient(uri).get_run(run.run_id).data.metrics
+    assert metrics["test_acc"] == row["test_acc"] and metrics["test_nll"] == row["test_nll"]
 
 
 # ----------------------------------------------------------------------------- tracking URI

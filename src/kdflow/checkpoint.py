@@ -27,8 +27,10 @@ class CorruptFileError(RuntimeError):
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object: given a path, torch names the zip's root folder after the (random)
+    # temporary file, so equal contents would give different bytes and sha256s.
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 RECOVERY = "delete it and rerun: the job that writes it starts over"

@@ -317,6 +317,7 @@ def evaluate(
     if tracking.enabled and meta.get("mlflow_run_id"):
         run = trk.Run(trk._client(tracking), meta["mlflow_run_id"])
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        run.flush()  # log_metrics buffers; this run is not ended here, so nothing else would write them
         run.log_artifact(out)
     return row
 
