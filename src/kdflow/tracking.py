@@ -34,7 +34,10 @@ class TrackingSpec:
     enabled: bool
     uri: str
     experiment: str
-    artifact_root: str  # absolute file URI, so jobs started from any directory agree
+    # Where a new experiment's artifacts go. A store the job opens itself (sqlite, a database): an
+    # absolute file URI under results/, so jobs started from any directory agree. A tracking server
+    # (http[s]://): None, the server picks its own store and proxies uploads to it.
+    artifact_root: str | None
 
     @classmethod
     def from_config(cls, cfg: dict) -> TrackingSpec:
@@ -44,11 +47,12 @@ class TrackingSpec:
             or cfg["tracking"]["uri"]
             or f"sqlite:///{results / 'mlflow.db'}"
         )
+        server = urlsplit(uri).scheme in ("http", "https")
         return cls(
             enabled=cfg["tracking"]["enabled"],
             uri=uri,
             experiment=cfg["experiment"],
-            artifact_root=(results / "mlartifacts" / cfg["experiment"]).as_uri(),
+            artifact_root=None if server else (results / "mlartifacts" / cfg["experiment"]).as_uri(),
         )
 
 
