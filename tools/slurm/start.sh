@@ -21,6 +21,7 @@ CLUSTER=kdflow
 PARTITION=main  # the default partition of profiles/slurm
 ACCOUNT=kdflow
 GPUS=${KDFLOW_SLURM_GPUS:-1}
+[[ $GPUS =~ ^[1-9][0-9]*$ ]] || { echo "KDFLOW_SLURM_GPUS must be a positive count" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 CONF_DIR=/etc/slurm
 MARK="# written by kdflow tools/slurm/start.sh"
@@ -62,27 +63,41 @@ wait_for() {  # wait_for <seconds> <what> <command...>
         sleep 0.2
     done
     log "timed out waiting for $what; logs in $STATE/log"
-    tail -n 20 "$STATE"/log/* >&2 || true
     exit 1
 }
 
 record() { echo "$1 $2" >>"$STATE/pids"; }  # record <name> <pid>
 
+running() {  # running <state dir>: a daemon recorded there still runs (same PID, same program)
+    local name pid
+    [[ -f $1/pids ]] || return 1
+    while read -r name pid; do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]] && return 0
+    done <"$1/pids"
+    return 1
+}
+
 install_packages
-if [[ -s $STATE/pids ]]; then
-    log "$STATE/pids exists: a cluster may still run there; stop it with tools/slurm/stop.sh $STATE"
-    exit 1
-fi
 if [[ -e $CONF_DIR/slurm.conf ]]; then
     if ! head -n 1 "$CONF_DIR/slurm.conf" | grep -qF "$MARK"; then
         log "$CONF_DIR/slurm.conf is not ours: this machine has its own SLURM; not touching it"
         exit 1
     fi
     other=$(head -n 1 "$CONF_DIR/slurm.conf" | sed -n 's/.*(state: \(.*\))$/\1/p')
-    if [[ -s $other/pids ]]; then
-        log "a test cluster from $other may still run; stop it first: tools/slurm/stop.sh $other"
+    if running "$other"; then
+        log "a test cluster from $other still runs; stop it first: tools/slurm/stop.sh $other"
         exit 1
     fi
+fi
+if running "$STATE"; then
+    log "a cluster still runs from $STATE; stop it first: tools/slurm/stop.sh $STATE"
+    exit 1
+fi
+if [[ -f $STATE/pids ]]; then  # an earlier cluster's leftovers: start afresh
+    rm -rf "${STATE:?}"/{log,run,ctld,slurmd,mysql}
+elif [[ -d $STATE && -n $(ls -A "$STATE") ]]; then
+    log "$STATE is not empty and no state directory of ours: give a new directory"
+    exit 1
 fi
 mkdir -p "$STATE"/{log,run,ctld,slurmd,mysql}
 STATE=$(cd "$STATE" && pwd)
@@ -90,7 +105,9 @@ STATE=$(cd "$STATE" && pwd)
 started=0
 on_exit() {
     ((started)) && return
-    log "start failed; stopping what it started"
+    log "start failed; the daemons' logs end with:"
+    tail -n 5 "$STATE"/log/*.log >&2
+    log "stopping what it started"
     "$HERE/stop.sh" "$STATE" >&2
 }
 trap on_exit EXIT

@@ -37,4 +37,4 @@ done
 for f in slurm.conf gres.conf slurmdbd.conf; do
     grep -qF "$MARK" "$CONF_DIR/$f" 2>/dev/null && rm -f "$CONF_DIR/$f"
 done
-rm -f "$PIDS"
+: >"$PIDS"  # emptied, not removed: it marks the directory as a state directory for start.sh
