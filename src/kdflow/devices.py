@@ -47,13 +47,9 @@ def lock_dir() -> Path:
     return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "kdflow-gpu-slots")
 
 
-def _open_lock(path: Path) -> int:
-    # Read-only is enough for flock, and works on a lock file another user created.
-    return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-
-
 def _try_lock(path: Path) -> int | None:
-    fd = _open_lock(path)
+    # Read-only is enough for flock, and works on a lock file another user created.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -2,16 +2,18 @@
 # A real single-node SLURM cluster on this (Debian, root) machine, for testing the slurm profile:
 #
 #   eval "$(tools/slurm/start.sh /tmp/kdflow-slurm)"   # prints `export SLURM_CONF=...`
-#   snakemake --profile profiles/slurm --jobs 2 --slurm-init-seconds-before-status-checks 2
+#   export MLFLOW_TRACKING_URI=sqlite:///$PWD/results/mlflow.db
+#   snakemake --profile profiles/slurm --slurm-init-seconds-before-status-checks 2
 #   tools/slurm/stop.sh /tmp/kdflow-slurm
 #
 # Installs (apt) slurm-wlm's daemons, munge, slurmdbd and MariaDB if missing, then starts munged,
-# MariaDB on 127.0.0.1, slurmdbd, slurmctld and slurmd with $KDFLOW_SLURM_GPUS (default 1) fake GPUs
-# (gres/gpu backed by char devices, no CUDA behind them). The database, logs and spool live in the state directory; the daemons
-# listen on free loopback ports. The configuration goes to /etc/slurm (stop.sh removes it again):
-# the executor plugin's in-job `srun` drops SLURM_CONF, so only the default path works. One such
-# cluster per machine, then. Every PID it starts goes to <state>/pids; stop.sh kills exactly those.
-# Accounting (slurmdbd) is needed: the executor plugin polls job states with sacct.
+# MariaDB on 127.0.0.1, slurmdbd, slurmctld and slurmd with $KDFLOW_SLURM_GPUS (default 1) fake
+# GPUs (gres/gpu backed by char devices, no CUDA behind them). The database, logs and spool live in
+# the state directory; the daemons listen on free loopback ports. The configuration goes to
+# /etc/slurm (stop.sh removes it again): the executor plugin's in-job `srun` drops SLURM_CONF, so
+# only the default path works. One such cluster per machine, then. Every PID it starts goes to
+# <state>/pids; stop.sh kills exactly those. Accounting (slurmdbd) is needed: the executor plugin
+# polls job states with sacct.
 #
 # Exit status 3: the packages are missing and apt could not install them.
 set -euo pipefail
