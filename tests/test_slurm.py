@@ -119,7 +119,10 @@ def test_slurm_profile_runs_the_pipeline_as_a_local_run_does(tmp_path):
             lab_db = tmp_path / "lab.db"
             env = {**base_env, **cluster, "MLFLOW_TRACKING_URI": f"sqlite:///{lab_db}"}
             profile = ["--profile", str(REPO / "profiles" / "slurm")]
-            fast_polls = ["--slurm-init-seconds-before-status-checks", "2"]
+            # The plugin polls sacct after 40 s by default, then each time 10 s later than the last
+            # time unless a job ended. A job here takes about 11 CPU-seconds (Snakemake twice, then the
+            # script): polls at 4 s and 18 s catch most jobs at the second poll.
+            fast_polls = ["--slurm-init-seconds-before-status-checks", "4"]
             finish(start_snakemake(tmp_path / "slurm", env, *profile, *fast_polls), timeout=600)
             jobs = sacct_jobs(env)
         finally:
