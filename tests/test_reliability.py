@@ -160,6 +160,17 @@ def test_equal_models_are_equal_files(teacher, tmp_path):
     assert sha[0] == sha[1] == sha256(teacher[1] / "model.pt")
 
 
+def test_deleted_model_is_rewritten_from_the_final_checkpoint_without_training(mnist1d_file, tmp_path):
+    """The documented recovery for a damaged model.pt: delete it and rerun."""
+    data, out = jobs.DataRef(mnist1d_file), tmp_path / "run"
+    first = train_job(data, out)
+    ckpt_mtime = (out / "checkpoint.pt").stat().st_mtime_ns
+    (out / "model.pt").unlink()
+    again = train_job(data, out)
+    assert again["model_sha256"] == first["model_sha256"]  # the same bytes: students stay valid
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == ckpt_mtime  # no epoch ran
+
+
 def test_damaged_fit_json_names_itself(teacher, tmp_path):
     t = copy_of(teacher[1], tmp_path)
     truncate(t / "fit.json")
