@@ -224,15 +224,18 @@ def runs_of(workdir: Path, job_dir: str) -> list:
 # ----------------------------------------------------------------------------- fixtures
 
 
+def reference_targets() -> list[str]:
+    jobs = [job.replace("seed0", f"seed{seed}") for job in JOBS for seed in FAULTS["seeds"]]
+    return [f"{RESULTS}/{job}/test_metrics.json" for job in jobs]
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """The uninterrupted run (two seeds, four jobs at a time: the concurrent-writers run too), up to
     the test metrics. It starts in the background, so the killed run proceeds meanwhile."""
     workdir = tmp_path_factory.mktemp("reference")
-    jobs = [job.replace("seed0", f"seed{seed}") for job in JOBS for seed in FAULTS["seeds"]]
-    targets = [f"{RESULTS}/{job}/test_metrics.json" for job in jobs]
     with open(workdir / "snakemake.out", "w") as out:
-        cmd = command(workdir, FAULTS, "--cores", "4", *targets)
+        cmd = command(workdir, FAULTS, "--cores", "4", *reference_targets())
         proc = subprocess.Popen(
             cmd, env=environment(workdir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -467,6 +470,23 @@ def test_concurrent_writers_lose_no_run_metric_or_artifact(reference):
         local = client.download_artifacts(run.info.run_id, "model.pt", str(d.parent / f".{d.name}-artifact"))
         assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == fit["model_sha256"]
     print(f"writers open at once: {overlap}; runs {len(runs)}, metric points {points}, artifacts {artifacts}")
+
+
+def test_changed_training_settings_rerun_the_models_they_change(reference):
+    """The shared train block and the split are not model specs: without them among the rules'
+    params, a changed learning rate or split would silently keep the models trained otherwise."""
+
+    def planned(config: dict) -> dict:
+        out = ok(snakemake(reference, config, "--dry-run", "--cores", "1", *reference_targets()))
+        text = out.stdout + out.stderr
+        rows = [line.split() for line in text.splitlines() if re.fullmatch(r"\w+\s+\d+", line.strip())]
+        return {rule: int(n) for rule, n in rows if rule in ("train", "distill")}
+
+    assert planned(FAULTS) == {}  # unchanged: nothing to do
+    assert planned({**FAULTS, "train": {**FAULTS["train"], "lr": 0.01}}) == {"train": 4, "distill": 2}
+    assert planned({**FAULTS, "dataset": {"val_fraction": 0.25}}) == {"train": 4, "distill": 2}
+    assert planned({**FAULTS, "kd": {"temperature": 2.0, "alpha": 0.5}}) == {"distill": 2}
+    (reference / "config.yaml").write_text(yaml.safe_dump(FAULTS))
 
 
 # ----------------------------------------------------------------------------- secrets

@@ -60,6 +60,20 @@ def get_model_dir(model, seed):
     return DISTILL_DIR.format(teacher=teacher, student=model, seed=seed)
 
 
+def get_training_settings(model):
+    """What a model's training depends on besides its input files and spec: the shared train
+    settings under its own overrides, and the train/val split. As a rule's params, a change reruns
+    the job (Snakemake's params trigger) instead of silently keeping a model trained otherwise.
+    """
+    ds = config["dataset"]
+    return {
+        **config["train"],
+        **config["models"][model].get("train", {}),
+        "val_fraction": ds["val_fraction"],
+        "split_seed": ds["split_seed"],
+    }
+
+
 def get_run_dir(wildcards):
     return f"{RESULTS}/{wildcards.kind}/{wildcards.run}/seed{wildcards.seed}"
 

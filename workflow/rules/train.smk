@@ -17,6 +17,7 @@ rule train:
         gpu=1,
     params:
         spec=lambda wc: config["models"][wc.model],
+        settings=lambda wc: get_training_settings(wc.model),  # a rerun trigger; the script reads config
     script:
         "../scripts/train.py"
 
@@ -42,6 +43,7 @@ rule distill:
         gpu=1,
     params:
         spec=lambda wc: config["models"][wc.student],
+        settings=lambda wc: get_training_settings(wc.student),  # a rerun trigger, as in train
         kd=config["kd"],
     script:
         "../scripts/distill.py"
