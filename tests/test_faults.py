@@ -337,7 +337,11 @@ def trials(workdir: Path) -> list:
     if not journal.exists():
         return []
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.load_study(study_name="teacher__student", storage=storage).get_trials(deepcopy=False)
+    names = optuna.get_all_study_names(storage)  # one study per training setting; one setting here
+    if not names:
+        return []
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=storage).get_trials(deepcopy=False)
 
 
 def trial_epochs(first: int) -> Callable[[Path], int]:
@@ -413,6 +417,9 @@ def test_killed_tune_job_continues_its_study(killed):
     }
     assert not [r.info.run_name for r in all_runs(workdir) if r.info.status == "RUNNING"]
     params = {t.number: t.params for t in trials(workdir)}
+    assert (
+        params[6] == params[4] == params[2] and params[7] == params[5] == params[3]
+    )  # killed points retried
     print(f"tune kill points: {[(p.at, p.killed_at, p.whole) for p in points]}; trial params: {params}")
 
 

@@ -86,7 +86,10 @@ def test_rerun_continues_an_interrupted_study(ctx, tmp_path):
     study = run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, counting(trainer, calls))
     assert study.trials[2].state == TrialState.FAIL  # the interrupted trial is failed, not counted
     assert len(finished(study)) == 5
-    assert calls == [0, 1, 3, 4, 5]  # finished trials were not redone; trial 2 is not retried
+    assert calls == [0, 1, 3, 4, 5]  # finished trials were not redone
+    assert study.trials[3].params == study.trials[2].params  # the killed point is retried first
+    points = [tuple(t.params.values()) for t in finished(study)]
+    assert len(set(points)) == 5  # and no new trial repeats an earlier point
 
 
 def test_trials_left_running_by_a_killed_worker_are_failed_on_restart(ctx, tmp_path):

@@ -83,7 +83,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 
     for edge in ("teacher__assistant", "teacher__student", "assistant__student"):
         storage = JournalStorage(JournalFileBackend(str(results / "tune" / edge / "study.journal")))
-        study = optuna.load_study(study_name=edge, storage=storage)
+        best = json.loads((results / "tune" / edge / "best_params.json").read_text())
+        study = optuna.load_study(study_name=best["study"], storage=storage)
+        assert optuna.get_all_study_names(storage) == [best["study"]]
         done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
         assert len(done) == 3
         best = json.loads((results / "tune" / edge / "best_params.json").read_text())

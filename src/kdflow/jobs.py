@@ -272,12 +272,17 @@ def tune(
         stacked = parallel_trials > 1 and stackable(ctx)
         train_batch = stacked_trainer(ctx) if stacked else sequential_trainer(ctx)
         batch = parallel_trials if stacked else 1
-        study = run_study(journal, info.edge, space, n_trials, cfg.seed, pruner, train_batch, batch)
+        # One study per setting of everything a trial's value depends on: a changed lr, split or
+        # teacher starts a fresh study in the same journal; a larger n_trials continues this one.
+        data_hash = datamod.content_hash(train_split, val_split)
+        key = fingerprint(asdict(cfg), spec, t_meta["model_sha256"], data_hash, asdict(space), asdict(pruner))
+        study_name = f"{info.edge}-{key[:8]}"
+        study = run_study(journal, study_name, space, n_trials, cfg.seed, pruner, train_batch, batch)
         best = best_params(study)
         frame = trials_frame(study)
         with atomic_write(out_trials) as tmp:
             frame.to_parquet(tmp, index=False)
-        write_json(out_params, {**best, "edge": info.edge})
+        write_json(out_params, {**best, "edge": info.edge, "study": study_name})
         parent.log_params({"best_temperature": best["temperature"], "best_alpha": best["alpha"]})
         parent.log_metrics({"best_val_acc": best["val_acc"]})
         parent.log_artifact(out_params)

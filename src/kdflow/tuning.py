@@ -11,7 +11,7 @@ trial whose loss diverges is pruned with the reason in its user attribute `prune
 The study lives in a JournalFileBackend file that is not a Snakemake output, so it survives a
 failed or killed job: rerunning continues the study and stops once it holds `n_trials` finished
 (complete or pruned) trials. Trials left RUNNING by a killed single worker are marked FAIL on
-restart and do not count.
+restart, do not count, and are retried first with their own (T, alpha).
 """
 
 from __future__ import annotations
@@ -68,11 +68,18 @@ def count_finished(study: optuna.Study) -> int:
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials FAIL: with one worker they can only be left over from a killed job."""
+    """Mark RUNNING trials FAIL (with one worker they can only be left over from a killed job) and
+    queue their parameters again, so a kill does not change which points the study explores."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        _retry(study, t)
     return len(stale)
+
+
+def _retry(study: optuna.Study, trial) -> None:
+    if len(trial.params) == 2:  # killed after drawing (T, alpha); otherwise nothing to repeat
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
 # train_batch(trials, [(T, alpha), ...]) -> per trial: its value, or the reason it was pruned (str)
@@ -99,6 +106,8 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(journal, name, seed, pruner)
     fail_stale_trials(study)
+    # A reopened study would otherwise restart TPE's random stream and redraw earlier points.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
     while (left := n_trials - count_finished(study)) > 0:
         trials = [study.ask() for _ in range(min(batch_size, left))]
         params = [
@@ -113,6 +122,7 @@ def run_study(
         except BaseException:
             for t in trials:
                 study.tell(t, state=TrialState.FAIL)
+                _retry(study, study._storage.get_trial(t._trial_id))
             raise
         for t, outcome in zip(trials, outcomes):
             if isinstance(outcome, str):

@@ -19,6 +19,8 @@ rule tune:
         gpu=1,
     params:
         spec=lambda wc: config["models"][wc.student],
+        settings=lambda wc: get_training_settings(wc.student),  # a rerun trigger, as in train
+        tuning={k: v for k, v in config["tuning"].items() if k != "enabled"},
         journal=f"{TUNE_DIR}/study.journal",
     script:
         "../scripts/tune.py"
