@@ -83,7 +83,7 @@ def test_every_run_metric_and_artifact_reaches_the_server(tmp_path, mlflow_serve
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     work = tmp_path / "run"
     work.mkdir()
-    ok(snakemake(work, CONFIG))  # --cores 2: jobs log concurrently
+    ok(snakemake(work, CONFIG, "--cores", "4"))  # up to 4 jobs log to the server at once
     results = work / "results" / "tiny"
     assert not (work / "results" / "mlflow.db").exists() and not (work / "results" / "mlartifacts").exists()
 
