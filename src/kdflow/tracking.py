@@ -110,7 +110,12 @@ def git_commit() -> str:
 def _client(spec: TrackingSpec):
     import mlflow
 
-    mlflow.set_tracking_uri(spec.uri)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(spec.uri)  # for the fluent API (log_model); it also sets the env var,
+    if before is None:  # which every later subprocess (a snakemake run) would inherit: undo that
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return mlflow.MlflowClient(spec.uri)
 
 
