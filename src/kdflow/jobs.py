@@ -319,11 +319,10 @@ def evaluate(
         metrics["teacher_agreement"] = agreement(logits, t_logits)
     row = {**{k: meta.get(k) for k in _ROW_KEYS}, **metrics}
     write_json(out, row)
-    if tracking.enabled and meta.get("mlflow_run_id"):
-        run = trk.Run(trk._client(tracking), meta["mlflow_run_id"])
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
-        run.flush()  # log_metrics buffers; this run is not ended here, so nothing else would write them
-        run.log_artifact(out)
+    run = trk.attach_run(tracking, meta.get("mlflow_run_id"))
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+    run.flush()  # log_metrics buffers; this run is not ended here, so nothing else would write them
+    run.log_artifact(out)
     return row
 
 

@@ -200,6 +200,14 @@ class Run:
             )
 
 
+def attach_run(spec: TrackingSpec, run_id: str | None) -> Run:
+    """A Run on an existing run (a no-op Run when tracking is off or there is no id): a later job
+    adds to a run an earlier job opened (evaluation metrics, a tuning run's best parameters)."""
+    if not spec.enabled or not run_id:
+        return Run()
+    return Run(_client(spec), run_id)
+
+
 def _kill_stale(client, experiment_id: str, output: str) -> None:
     """Mark KILLED the RUNNING runs a killed attempt left for `output`, and their RUNNING nested
     runs (a tuning job's trials: their own outputs, `<journal>#<trial>`, are never reused)."""
