@@ -1,6 +1,8 @@
 """Optuna studies on a journal file: counts, resume after a failure, stale trials, divergence,
 and stacked trials against one-by-one trials."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
@@ -10,7 +12,18 @@ from kdflow.engine import TrainConfig, fit, predict_logits, scratch_objective
 from kdflow.models import build_model
 from kdflow.tracking import TrackingSpec
 from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
-from kdflow.tuning import PrunerConfig, SearchSpace, best_params, open_study, run_study, trials_frame
+from kdflow.tuning import (
+    IncompleteStudyError,
+    PrunerConfig,
+    SearchSpace,
+    best_params,
+    check_complete,
+    claim_lock,
+    claim_trials,
+    open_study,
+    run_study,
+    trials_frame,
+)
 
 PRUNER = PrunerConfig(n_startup_trials=2, n_warmup_steps=1)
 OFF = TrackingSpec(False, "", "x", "")
@@ -121,3 +134,111 @@ def test_garbled_journal_names_the_file(tmp_path):
     with pytest.raises(RuntimeError, match="s.journal"):
         open_study(journal, "e", 0, PRUNER)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- several workers
+# Real worker processes on one journal. Their objective is a cheap function of (T, alpha), so the
+# test exercises what several workers add (claims, ownership, stale trials), not training.
+
+
+def _quick_batch(hang_file: str | None = None):
+    import time
+
+    def train_batch(trials, params):
+        if hang_file:  # a worker stuck in its trials until the test SIGKILLs it
+            Path(hang_file).write_text("in trial")
+            time.sleep(600)
+        out = []
+        for t, (temp, alpha) in zip(trials, params):
+            for step in range(3):
+                t.report(alpha * step, step)
+            time.sleep(0.1)
+            out.append(alpha / temp)
+        return out
+
+    return train_batch
+
+
+def _worker(journal, n_trials, worker, n_workers, barrier=None, hang_file=None):
+    if barrier is not None:
+        barrier.wait()  # start together, after the imports
+    run_study(
+        Path(journal), "e", SearchSpace(), n_trials, 0, PRUNER, _quick_batch(hang_file), 2,
+        worker=worker, n_workers=n_workers,
+    )  # fmt: skip
+
+
+def _spawn(target, *args):
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=target, args=args)
+    proc.start()
+    return proc
+
+
+def test_workers_share_a_study_and_end_with_exactly_its_trial_count(tmp_path):
+    import multiprocessing as mp
+
+    journal = tmp_path / "s.journal"
+    open_study(journal, "e", 0, PRUNER)  # created up front, as the pipeline's tune_start does
+    barrier = mp.get_context("spawn").Barrier(3)
+    procs = [_spawn(_worker, str(journal), 13, w, 3, barrier) for w in range(3)]
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    study = open_study(journal, "e", 0, PRUNER)
+    check_complete(study, 13, journal)
+    assert len(study.trials) == 13  # none asked beyond the count, none failed
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1, 2}  # all three took part
+    points = {(t.params["temperature"], t.params["alpha"]) for t in study.trials}
+    assert len(points) == 13  # no two workers drew the same point
+
+
+def test_a_killed_worker_fails_only_its_own_trials_and_the_study_ends_exact(tmp_path):
+    import os
+    import signal
+    import time
+
+    journal, hang = tmp_path / "s.journal", tmp_path / "hang"
+    open_study(journal, "e", 0, PRUNER)
+    stuck = _spawn(_worker, str(journal), 10, 1, 2, None, str(hang))
+    deadline = time.monotonic() + 60
+    while not hang.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hang.exists(), "worker 1 never reached its trials"
+    other = _spawn(_worker, str(journal), 10, 0, 2)  # runs while worker 1 holds two RUNNING trials
+    other.join(120)
+    assert other.exitcode == 0
+    os.kill(stuck.pid, signal.SIGKILL)  # a worker killed mid-trial (OOM, preemption)
+    stuck.join(10)
+
+    study = open_study(journal, "e", 0, PRUNER)
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    assert [t.user_attrs["worker"] for t in running] == [1, 1]  # worker 0 left them alone
+    assert len(finished(study)) == 8  # worker 0 filled the rest, and no more
+    with pytest.raises(IncompleteStudyError, match=r"8 finished trials of 10, 2 still RUNNING"):
+        check_complete(study, 10, journal)
+
+    restarted = _spawn(_worker, str(journal), 10, 1, 2)  # the rerun of worker 1's job
+    restarted.join(120)
+    assert restarted.exitcode == 0
+    study = open_study(journal, "e", 0, PRUNER)
+    check_complete(study, 10, journal)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.number for t in failed] == [t.number for t in running]
+    retries = {t.user_attrs["retry_of"]: t.params for t in finished(study) if "retry_of" in t.user_attrs}
+    assert retries == {t.number: t.params for t in running}  # the killed points were retried
+
+
+def test_a_restarted_worker_leaves_other_workers_running_trials_alone(tmp_path):
+    journal = tmp_path / "s.journal"
+    study = open_study(journal, "e", 0, PRUNER)
+    with claim_lock(journal):
+        alive = claim_trials(study, SearchSpace(), 4, 0, worker=1, most=1)  # worker 1, still running
+    with claim_lock(journal):
+        gone = claim_trials(study, SearchSpace(), 4, 0, worker=3, most=1)  # a worker no longer configured
+    study = run_study(journal, "e", SearchSpace(), 4, 0, PRUNER, _quick_batch(), 2, worker=0, n_workers=2)
+    states = {t.number: t.state for t in study.trials}
+    assert states[alive[0][0].number] == TrialState.RUNNING
+    assert states[gone[0][0].number] == TrialState.FAIL
+    assert len(finished(study)) == 3  # 4 claimed in all: 3 finished here + worker 1's running one

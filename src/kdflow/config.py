@@ -165,6 +165,13 @@ def _check_semantics(c: dict) -> None:
                 f"config key 'tuning.{key}': low ({r['low']}) must not exceed high ({r['high']})"
             )
 
+    t = c["tuning"]
+    if t["workers"] > t["n_trials"]:
+        raise ConfigError(
+            f"config key 'tuning.workers': {t['workers']} workers for {t['n_trials']} trials "
+            "(tuning.n_trials) would leave some with nothing to do; allowed: 1 to tuning.n_trials"
+        )
+
     if c["tracking"]["uri"]:
         _check_tracking_uri(c["tracking"]["uri"])
 

@@ -3,8 +3,9 @@
     prepare_data(...)   generate / read a dataset into one .npz under resources/
     train(...)          train a model from labels (teacher, scratch student) or distil it
     cache_logits(...)   a teacher's logits on train/val, computed once, reused by every consumer
-    tune(...)           Optuna study of (T, alpha) for one edge -> best_params.json
     evaluate(...)       test-set metrics of one trained model -> test_metrics.json
+
+Tuning's jobs are in kdflow.tune_jobs.
 
 Files are the interface between jobs; MLflow only records. Each job's metadata file (`fit.json`)
 holds its MLflow run id, which is how a student's run names its teacher's run (lineage).
@@ -41,8 +42,6 @@ from kdflow.engine import (
 )
 from kdflow.metrics import agreement, expected_calibration_error, throughput
 from kdflow.models import build_model, count_parameters
-from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
-from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study, trials_frame
 
 CHECKPOINT_EVERY_S = 10.0  # a killed job redoes at most this much work; see kdflow.engine
 
@@ -122,7 +121,7 @@ def prepare_data(name: str, root: str | None, seed: int, out: Path) -> None:
     datamod.save_raw(raw, out)
 
 
-def _load_teacher(teacher: TeacherRef) -> tuple[dict, dict]:
+def load_teacher(teacher: TeacherRef) -> tuple[dict, dict]:
     meta = read_json(teacher.fit_json)
     cache = load_checkpoint(
         teacher.logits, "delete it and rerun: cache_logits recomputes it from the teacher's model.pt"
@@ -163,7 +162,7 @@ def train(
     if teacher is None:
         objective, run_key = scratch_objective(), json.dumps([spec, info.method, data_hash])
     else:
-        t_meta, cache = _load_teacher(teacher)
+        t_meta, cache = load_teacher(teacher)
         T, alpha = kd_params["temperature"], kd_params["alpha"]
         objective = kd_objective(cache["train"], T, alpha)
         run_key = json.dumps([spec, info.method, data_hash, T, alpha, t_meta["model_sha256"]])
@@ -230,64 +229,6 @@ def cache_logits(*, data: DataRef, model_file: Path, fit_json: Path, out: Path) 
             "teacher_sha256": meta["model_sha256"],
         },
     )
-
-
-def tune(
-    *,
-    data: DataRef,
-    spec: dict,
-    cfg: TrainConfig,
-    info: JobInfo,
-    teacher: TeacherRef,
-    space: SearchSpace,
-    n_trials: int,
-    pruner: PrunerConfig,
-    journal: Path,
-    out_params: Path,
-    out_trials: Path,
-    tracking: trk.TrackingSpec,
-    parallel_trials: int = 1,
-) -> dict:
-    """Tune (T, alpha) for one edge on the validation split; write best params and all trials.
-
-    `parallel_trials` > 1 trains that many trials at once as one stacked model when the student's
-    family allows it (kdflow.stacked); otherwise trials run one by one."""
-    train_split, val_split = data.load("train"), data.load("val")
-    shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
-    t_meta, cache = _load_teacher(teacher)
-    tags = {**info.tags(), "teacher_run_id": t_meta.get("mlflow_run_id") or "none"}
-    name = f"tune/{info.edge}"
-    params = {
-        "model_spec": json.dumps(spec),
-        "n_trials": n_trials,
-        "parallel_trials": parallel_trials,
-        **asdict(cfg),
-        **asdict(space),
-    }
-    with trk.start_run(tracking, name, tags, params, output=str(out_params.parent)) as parent:
-        ctx = TrialContext(
-            spec, shape, n_cls, train_split, val_split, cfg, cache["train"],
-            tracking, tags, parent.run_id, name, str(journal),
-        )  # fmt: skip
-        stacked = parallel_trials > 1 and stackable(ctx)
-        train_batch = stacked_trainer(ctx) if stacked else sequential_trainer(ctx)
-        batch = parallel_trials if stacked else 1
-        # One study per setting of everything a trial's value depends on: a changed lr, split or
-        # teacher starts a fresh study in the same journal; a larger n_trials continues this one.
-        data_hash = datamod.content_hash(train_split, val_split)
-        key = fingerprint(asdict(cfg), spec, t_meta["model_sha256"], data_hash, asdict(space), asdict(pruner))
-        study_name = f"{info.edge}-{key[:8]}"
-        study = run_study(journal, study_name, space, n_trials, cfg.seed, pruner, train_batch, batch)
-        best = best_params(study)
-        frame = trials_frame(study)
-        with atomic_write(out_trials) as tmp:
-            frame.to_parquet(tmp, index=False)
-        write_json(out_params, {**best, "edge": info.edge, "study": study_name})
-        parent.log_params({"best_temperature": best["temperature"], "best_alpha": best["alpha"]})
-        parent.log_metrics({"best_val_acc": best["val_acc"]})
-        parent.log_artifact(out_params)
-        parent.log_artifact(out_trials)
-    return best
 
 
 def evaluate(

@@ -14,14 +14,16 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from kdflow import devices, plan
 from kdflow.engine import TrainConfig
-from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, config_hash, setup
+from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, TeacherRef, config_hash, setup
 from kdflow.tracking import TrackingSpec, redact, secret_values
+from kdflow.tune_jobs import TuningStudy
 from kdflow.tuning import PrunerConfig, SearchSpace
 
 
@@ -82,10 +84,16 @@ def data_ref(config: dict, path: str) -> DataRef:
     return DataRef(Path(path), ds["val_fraction"], ds["split_seed"])
 
 
-def train_config(config: dict, seed: int, model: str) -> TrainConfig:
-    """The top-level train settings with the model's own `train:` overrides on top."""
+def train_settings(config: dict, seed: int, model: str) -> TrainConfig:
+    """The top-level train settings with the model's own `train:` overrides on top, on the CPU:
+    for jobs that do not train (they must not take a GPU slot)."""
     settings = {**config["train"], **config["models"][model].get("train", {})}
-    return TrainConfig(**settings, seed=int(seed), device=device())
+    return TrainConfig(**settings, seed=int(seed))
+
+
+def train_config(config: dict, seed: int, model: str) -> TrainConfig:
+    """train_settings on the job's training device (see `device`)."""
+    return replace(train_settings(config, seed, model), device=device())
 
 
 def job_info(config: dict, rule: str, model: str, role: str, method: str, seed, edge: str = "") -> JobInfo:
@@ -116,6 +124,27 @@ def search_space(config: dict) -> SearchSpace:
 
 def pruner_config(config: dict, model: str) -> PrunerConfig:
     p = config["tuning"]["pruner"]
-    epochs = train_config(config, 0, model).epochs
+    epochs = train_settings(config, 0, model).epochs
     warmup = math.ceil(p["warmup_fraction"] * epochs)
     return PrunerConfig(n_startup_trials=p["n_startup_trials"], n_warmup_steps=warmup)
+
+
+def tuning_study(
+    config: dict, rule: str, teacher: str, student: str, paths: dict, on_device: bool
+) -> TuningStudy:
+    """An edge's study as its jobs see it. `paths`: data, teacher_logits, teacher_fit, journal.
+    `on_device`: the job trains (a worker), so it takes a GPU slot; the others run on the CPU."""
+    seed = config["tuning"]["seed"]
+    settings = train_config if on_device else train_settings
+    return TuningStudy(
+        data=data_ref(config, paths["data"]),
+        spec=config["models"][student],
+        cfg=settings(config, seed, student),
+        info=edge_job_info(config, rule, teacher, student, seed),
+        teacher=TeacherRef(Path(paths["teacher_logits"]), Path(paths["teacher_fit"])),
+        space=search_space(config),
+        n_trials=config["tuning"]["n_trials"],
+        pruner=pruner_config(config, student),
+        journal=Path(paths["journal"]),
+        tracking=tracking_spec(config),
+    )

@@ -10,13 +10,24 @@ trial whose loss diverges is pruned with the reason in its user attribute `prune
 
 The study lives in a JournalFileBackend file that is not a Snakemake output, so it survives a
 failed or killed job: rerunning continues the study and stops once it holds `n_trials` finished
-(complete or pruned) trials. Trials left RUNNING by a killed single worker are marked FAIL on
-restart, do not count, and are retried first with their own (T, alpha).
+(complete or pruned) trials.
+
+Several workers (processes, possibly on different hosts of a shared file system) can run one study:
+each claims trials under an flock on `<journal>.claim`, counting finished and running trials
+against `n_trials`, so the study ends with exactly `n_trials` finished trials whatever the
+worker count. A trial records the worker that claimed it (user attribute `worker`). A worker that
+starts again after a kill fails the RUNNING trials it left (no other live process can own them:
+Snakemake runs one instance of a job), and those of workers that no longer exist, and queues their
+(T, alpha) to be retried first: a kill does not change which points the study explores. RUNNING
+trials of the other workers are left alone: they are alive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,19 +78,70 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials FAIL (with one worker they can only be left over from a killed job) and
-    queue their parameters again, so a kill does not change which points the study explores."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+WORKER = "worker"  # user attribute: the worker that claimed the trial
+RETRY_OF = "retry_of"  # user attribute of a queued retry: the number of the trial it repeats
+
+
+@contextmanager
+def claim_lock(journal: Path) -> Iterator[None]:
+    """Serialise claims among the workers of every study in `journal` (flock: the kernel drops it
+    when a worker dies, SIGKILL included; on NFS it is a POSIX lock on the server)."""
+    fd = os.open(f"{journal}.claim", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _is_stale(trial: optuna.trial.FrozenTrial, worker: int, n_workers: int) -> bool:
+    owner = trial.user_attrs.get(WORKER)
+    # No owner: its claim was killed between ask and tag, and claims run under the lock we hold.
+    return owner is None or owner == worker or owner >= n_workers
+
+
+def fail_stale_trials(study: optuna.Study, worker: int = 0, n_workers: int = 1) -> int:
+    """Mark FAIL the RUNNING trials a killed earlier run of `worker` left (or a worker beyond
+    `n_workers`, which no longer runs) and queue their parameters again. Call under claim_lock."""
+    stale = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if _is_stale(t, worker, n_workers)
+    ]
     for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        _retry(study, t)
+        study.tell(t.number, state=TrialState.FAIL)
+        _retry(study, t.params, t.number)
     return len(stale)
 
 
-def _retry(study: optuna.Study, trial) -> None:
-    if len(trial.params) == 2:  # killed after drawing (T, alpha); otherwise nothing to repeat
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+def _retry(study: optuna.Study, params: dict, number: int) -> None:
+    if len(params) == 2:  # killed after drawing (T, alpha); otherwise nothing to repeat
+        study.enqueue_trial(params, user_attrs={RETRY_OF: number})
+
+
+def claim_trials(
+    study: optuna.Study, space: SearchSpace, n_trials: int, seed: int, worker: int, most: int
+) -> list[tuple[optuna.Trial, tuple[float, float]]]:
+    """Ask up to `most` trials with their (T, alpha), as many as the study still lacks: queued
+    retries first (study.ask takes WAITING trials first), then TPE draws. Call under claim_lock, so
+    that two workers never both take the last places. Empty when finished + running = n_trials."""
+    claimed = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+    k = min(most, n_trials - claimed)
+    if k <= 0:
+        return []
+    # Reseeded by the trial count: a reopened study does not redraw earlier points, and two
+    # workers never draw with the same seed (the count grows under the lock between claims).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
+    claims = []
+    for _ in range(k):
+        t = study.ask()
+        t.set_user_attr(WORKER, worker)
+        params = (
+            t.suggest_float("temperature", space.t_low, space.t_high, log=True),
+            t.suggest_float("alpha", space.a_low, space.a_high),
+        )
+        claims.append((t, params))
+    return claims
 
 
 # train_batch(trials, [(T, alpha), ...]) -> per trial: its value, or the reason it was pruned (str)
@@ -95,34 +157,34 @@ def run_study(
     pruner: PrunerConfig,
     train_batch: TrainBatch,
     batch_size: int = 1,
+    worker: int = 0,
+    n_workers: int = 1,
 ) -> optuna.Study:
-    """Run trials, `batch_size` at a time, until the study holds `n_trials` finished ones.
+    """Run trials, `batch_size` at a time, until the study holds `n_trials` claimed trials, and
+    return it; with one worker it then holds `n_trials` finished ones.
 
-    A batch's trials are asked together (TPE's constant liar keeps them apart) and trained
-    together by `train_batch`, which reports per-epoch values to each trial and honours its
-    pruning. An exception fails the batch's trials and propagates: the job fails, and its
-    rerun continues the study.
+    A batch's trials are claimed together (TPE's constant liar keeps them apart, also from other
+    workers' running trials) and trained together by `train_batch`, which reports per-epoch values
+    to each trial and honours its pruning. An exception fails the batch's trials, queues them for
+    a retry and propagates: the job fails, and its rerun continues the study.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(journal, name, seed, pruner)
-    fail_stale_trials(study)
-    # A reopened study would otherwise restart TPE's random stream and redraw earlier points.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
-    while (left := n_trials - count_finished(study)) > 0:
-        trials = [study.ask() for _ in range(min(batch_size, left))]
-        params = [
-            (
-                t.suggest_float("temperature", space.t_low, space.t_high, log=True),
-                t.suggest_float("alpha", space.a_low, space.a_high),
-            )
-            for t in trials
-        ]
+    with claim_lock(journal):
+        fail_stale_trials(study, worker, n_workers)
+    while True:
+        with claim_lock(journal):
+            claims = claim_trials(study, space, n_trials, seed, worker, batch_size)
+        if not claims:
+            return study
+        trials = [t for t, _ in claims]
         try:
-            outcomes = train_batch(trials, params)
+            outcomes = train_batch(trials, [p for _, p in claims])
         except BaseException:
-            for t in trials:
-                study.tell(t, state=TrialState.FAIL)
-                _retry(study, study._storage.get_trial(t._trial_id))
+            with claim_lock(journal):  # so the retries are claimed before any fresh draw
+                for t in trials:
+                    study.tell(t, state=TrialState.FAIL)
+                    _retry(study, t.params, t.number)
             raise
         for t, outcome in zip(trials, outcomes):
             if isinstance(outcome, str):
@@ -130,7 +192,23 @@ def run_study(
                 study.tell(t, state=TrialState.PRUNED)
             else:
                 study.tell(t, outcome)
-    return study
+
+
+class IncompleteStudyError(RuntimeError):
+    """A study does not hold the number of finished trials it should."""
+
+
+def check_complete(study: optuna.Study, n_trials: int, journal: Path) -> None:
+    """Raise, naming the study and its journal, unless it holds exactly `n_trials` finished
+    trials and none is still running (every worker has ended)."""
+    finished = count_finished(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if finished != n_trials or running:
+        raise IncompleteStudyError(
+            f"study {study.study_name} in {journal} holds {finished} finished trials of "
+            f"{n_trials}, {len(running)} still RUNNING (trials {[t.number for t in running]}): "
+            "a worker ended early; rerun the same command and its workers finish the study"
+        )
 
 
 def should_prune(trial: optuna.Trial, epoch: int, val_acc: float) -> str:

@@ -10,6 +10,7 @@ Results tree (one place; every rule's paths come from these patterns):
             logits.pt                                        its cached logits, when it is a teacher
             test_metrics.json                                its evaluation
         tune/<teacher>__<student>/                           best_params.json trials.parquet study.journal
+            run.json workers/<k>.json                        the study's name and MLflow run; each worker's trials
         summary.parquet report.md plots/                     the report
         logs/ benchmarks/                                    mirror the tree above
 """
@@ -39,6 +40,7 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_]+",
     kind="train|distill",
     seed=r"\d+",
+    worker=r"\d+",
 
 
 def get_data_file():
@@ -86,6 +88,23 @@ def get_teacher(wildcards, seed=None):
 
 def get_tuning_teacher(wildcards):
     return get_teacher(wildcards, seed=config["tuning"]["seed"])
+
+
+def get_tuning_params():
+    """Params of the tuning rules: the study's journal and, as rerun triggers, what trials depend on."""
+    return {
+        "journal": f"{TUNE_DIR}/study.journal",
+        "settings": lambda wc: get_training_settings(wc.student),
+        "tuning": {k: v for k, v in config["tuning"].items() if k != "enabled"},
+    }
+
+
+def get_tuning_workers(wildcards):
+    """The tuning workers of an edge, all of which must end before its best parameters are chosen."""
+    return {
+        f"worker{k}": f"{TUNE_DIR.format(**wildcards)}/workers/{k}.json"
+        for k in range(config["tuning"]["workers"])
+    }
 
 
 def get_kd_params_file(wildcards):

@@ -1,26 +1,64 @@
+# One edge's Optuna study: tune_start creates it, tuning.workers tune_worker jobs run its trials in
+# parallel against one journal, tune_select writes the best (T, alpha) (kdflow.tune_jobs).
 # The journal is deliberately not an output: Snakemake deletes a failed job's outputs, and the
 # study must survive a failure so that a rerun continues it.
-rule tune:
+
+
+rule tune_start:
     input:
         unpack(get_tuning_teacher),
         data=get_data_file(),
         tracking=get_tracking_marker(),
     output:
-        best=f"{TUNE_DIR}/best_params.json",
-        trials=f"{TUNE_DIR}/trials.parquet",
+        run=f"{TUNE_DIR}/run.json",
     log:
-        f"{RESULTS}/logs/tune/{{teacher}}__{{student}}.log",
+        f"{RESULTS}/logs/tune/{{teacher}}__{{student}}/start.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        **get_tuning_params(),
+    script:
+        "../scripts/tune_start.py"
+
+
+rule tune_worker:
+    input:
+        unpack(get_tuning_teacher),
+        data=get_data_file(),
+        run=f"{TUNE_DIR}/run.json",
+    output:
+        f"{TUNE_DIR}/workers/{{worker}}.json",
+    log:
+        f"{RESULTS}/logs/tune/{{teacher}}__{{student}}/worker{{worker}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/tune/{{teacher}}__{{student}}.tsv"
+        f"{RESULTS}/benchmarks/tune/{{teacher}}__{{student}}/worker{{worker}}.tsv"
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
     params:
-        spec=lambda wc: config["models"][wc.student],
-        settings=lambda wc: get_training_settings(wc.student),  # a rerun trigger, as in train
-        tuning={k: v for k, v in config["tuning"].items() if k != "enabled"},
-        journal=f"{TUNE_DIR}/study.journal",
+        **get_tuning_params(),
     script:
-        "../scripts/tune.py"
+        "../scripts/tune_worker.py"
+
+
+rule tune_select:
+    input:
+        unpack(get_tuning_teacher),
+        unpack(get_tuning_workers),
+        data=get_data_file(),
+        run=f"{TUNE_DIR}/run.json",
+    output:
+        best=f"{TUNE_DIR}/best_params.json",
+        trials=f"{TUNE_DIR}/trials.parquet",
+    log:
+        f"{RESULTS}/logs/tune/{{teacher}}__{{student}}/select.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        **get_tuning_params(),
+    script:
+        "../scripts/tune_select.py"

@@ -1,0 +1,12 @@
+"""The best (T, alpha) of an edge's finished study (kdflow.tune_jobs.select_best)."""
+
+from pathlib import Path
+
+from kdflow.smk import job_log, tuning_study
+from kdflow.tune_jobs import select_best
+
+sm = snakemake  # noqa: F821
+with job_log(sm.log[0], sm.threads):
+    paths = {**sm.input, "journal": sm.params.journal}
+    study = tuning_study(sm.config, sm.rule, sm.wildcards.teacher, sm.wildcards.student, paths, False)
+    select_best(study, Path(sm.input.run), Path(sm.output.best), Path(sm.output.trials))
