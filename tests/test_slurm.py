@@ -33,10 +33,11 @@ CONFIG = {
     "assistants": [],
     "seeds": [0],
     "train": {"epochs": 2},
-    "tuning": {"n_trials": 2, "pruner": {"n_startup_trials": 1, "warmup_fraction": 0.3}},
+    "tuning": {"n_trials": 2, "workers": 2, "pruner": {"n_startup_trials": 1, "warmup_fraction": 0.3}},
 }
-GPU_RULES = {"train", "distill", "tune"}
-ALL_RULES = GPU_RULES | {"prepare_data", "init_tracking", "cache_logits", "evaluate", "report"}
+GPU_RULES = {"train", "distill", "tune_worker"}
+ALL_RULES = GPU_RULES | {"prepare_data", "init_tracking", "cache_logits", "tune_start", "tune_select"}
+ALL_RULES |= {"evaluate", "report"}
 
 
 @contextmanager
@@ -131,6 +132,7 @@ def test_slurm_profile_runs_the_pipeline_as_a_local_run_does(tmp_path):
     # Every job ran on the cluster; exactly the GPU rules asked for (and got) one GPU.
     print("\n".join(" ".join(job) for job in jobs))  # the per-job times, for the record
     assert {rule for rule, *_ in jobs} == ALL_RULES
+    assert [rule for rule, *_ in jobs].count("tune_worker") == 2  # the study's two workers: two jobs
     for rule, tres, state, _ in jobs:
         assert state == "COMPLETED", (rule, state)
         assert ("gres/gpu=1" in tres) == (rule in GPU_RULES), (rule, tres)
@@ -153,4 +155,5 @@ def test_slurm_profile_runs_the_pipeline_as_a_local_run_does(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
     assert {"train/teacher/seed0", "train/student/seed0", "distill/teacher__student/seed0"} <= names
-    assert "tune/teacher__student" in names
+    tune = "tune/teacher__student"
+    assert {tune, f"{tune}/worker0", f"{tune}/worker1"} <= names
