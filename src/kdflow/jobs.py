@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from kdflow import data as datamod
 from kdflow import tracking as trk
 from kdflow.atomic import atomic_write, read_json, write_json
+from kdflow.callbacks import Callback
 from kdflow.checkpoint import (
     CorruptFileError,
     load_checkpoint,
@@ -32,7 +33,6 @@ from kdflow.checkpoint import (
     save_model,
 )
 from kdflow.engine import (
-    Callback,
     TrainConfig,
     fingerprint,
     fit,

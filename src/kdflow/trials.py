@@ -17,8 +17,9 @@ import optuna
 import torch
 
 from kdflow import tracking as trk
+from kdflow.callbacks import Callback
 from kdflow.data import Split
-from kdflow.engine import Callback, DivergenceError, TrainConfig, fit, kd_objective
+from kdflow.engine import DivergenceError, TrainConfig, fit, kd_objective
 from kdflow.models import build_model
 from kdflow.stacked import can_stack, fit_stacked, stack
 from kdflow.tuning import TrainBatch, should_prune
