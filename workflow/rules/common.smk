@@ -91,11 +91,13 @@ def get_tuning_teacher(wildcards):
 
 
 def get_tuning_params():
-    """Params of the tuning rules: the study's journal and, as rerun triggers, what trials depend on."""
+    """Params of the tuning rules: the study's journal and, as rerun triggers, what its trials
+    depend on (not how many jobs or stacks run them: a changed worker count reruns nothing)."""
+    how = ("enabled", "workers", "parallel_trials")
     return {
         "journal": f"{TUNE_DIR}/study.journal",
         "settings": lambda wc: get_training_settings(wc.student),
-        "tuning": {k: v for k, v in config["tuning"].items() if k != "enabled"},
+        "tuning": {k: v for k, v in config["tuning"].items() if k not in how},
     }
 
 
