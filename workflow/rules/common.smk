@@ -92,7 +92,8 @@ def get_tuning_teacher(wildcards):
 
 def get_tuning_params():
     """Params of the tuning rules: the study's journal and, as rerun triggers, what its trials
-    depend on (not how many jobs or stacks run them: a changed worker count reruns nothing)."""
+    depend on (not how many jobs or stacks run them: a changed worker count reruns nothing).
+    """
     how = ("enabled", "workers", "parallel_trials")
     return {
         "journal": f"{TUNE_DIR}/study.journal",
