@@ -23,23 +23,23 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import helpers
 import pandas as pd
 import psutil
 import pytest
 import torch
 import yaml
+from helpers import RUN_ARTIFACTS, all_runs, ok, only_study, planned_jobs, snakemake_command, tracking_client
 
 from kdflow.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 20  # ~1.5 s of training per job on an idle core: room for two kills mid-run
 CONFIG_SECRET = "config-password-9d41e2"
 SECRETS = {"MLFLOW_TRACKING_PASSWORD": "env-password-5f3a9c", "KDFLOW_TEST_API_TOKEN": "env-token-77e1b0"}
@@ -79,13 +79,6 @@ EXACT = ("test_acc", "test_nll", "test_ece", "teacher_agreement", "num_params", 
 # ----------------------------------------------------------------------------- running snakemake
 
 
-def command(workdir: Path, config: dict, *args: str) -> list[str]:
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    return [*cmd, "--configfile", str(cfg), *args]
-
-
 def environment(workdir: Path, **extra: str) -> dict:
     return {
         **os.environ,
@@ -97,13 +90,8 @@ def environment(workdir: Path, **extra: str) -> dict:
 
 
 def snakemake(workdir: Path, config: dict, *args: str, **env: str) -> subprocess.CompletedProcess:
-    cmd = command(workdir, config, *args)
-    return subprocess.run(cmd, env=environment(workdir, **env), capture_output=True, text=True, timeout=600)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    """A run with the secrets planted and tracking to workdir's sqlite store (see environment)."""
+    return helpers.snakemake(workdir, config, *args, env=environment(workdir, **env))
 
 
 def outputs(workdir: Path) -> dict[str, int]:
@@ -178,7 +166,7 @@ def _run_until_a_kill(proc: subprocess.Popen, workdir: Path, pending: list[KillP
 def run_with_kills(workdir: Path, config: dict, args: list[str], points: list[KillPoint]) -> list[int]:
     """Run the same command again and again, SIGKILLing jobs at `points`, until a run ends without
     a kill; return the exit codes. After a whole-Snakemake kill, `--unlock` first (as a user must)."""
-    cmd = command(workdir, config, *args)
+    cmd = snakemake_command(workdir, config, *args)
     codes = []
     for _ in range(2 * len(points) + 2):
         pending = [p for p in points if p.killed_at is None]
@@ -204,21 +192,9 @@ def run_with_kills(workdir: Path, config: dict, args: list[str], points: list[Ki
 # ----------------------------------------------------------------------------- MLflow
 
 
-def client_for(workdir: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-
-
-def all_runs(workdir: Path, experiment: str = "faults") -> list:
-    client = client_for(workdir)
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], max_results=5000)
-
-
 def runs_of(workdir: Path, job_dir: str) -> list:
     output = str((workdir / job_dir).resolve())
-    return [r for r in all_runs(workdir) if r.data.tags.get("kdflow.output") == output]
+    return [r for r in all_runs(workdir, "faults") if r.data.tags.get("kdflow.output") == output]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -235,7 +211,7 @@ def reference_run(tmp_path_factory):
     the test metrics. It starts in the background, so the killed run proceeds meanwhile."""
     workdir = tmp_path_factory.mktemp("reference")
     with open(workdir / "snakemake.out", "w") as out:
-        cmd = command(workdir, FAULTS, "--cores", "4", *reference_targets())
+        cmd = snakemake_command(workdir, FAULTS, "--cores", "4", *reference_targets())
         proc = subprocess.Popen(
             cmd, env=environment(workdir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -310,7 +286,7 @@ def test_killed_train_and_distill_jobs_resume_to_the_uninterrupted_result(refere
 
     # MLflow: each killed attempt's run ended KILLED; one fresh FINISHED run per job, on the same
     # output, that logged only the epochs after its checkpoint.
-    client = client_for(workdir)
+    client = tracking_client(workdir)
     for job in JOBS:
         kills = [p for p in points if p.log.endswith(f"logs/{job}.log")]
         runs = runs_of(workdir, f"{RESULTS}/{job}")
@@ -324,24 +300,13 @@ def test_killed_train_and_distill_jobs_resume_to_the_uninterrupted_result(refere
         steps = [m.step for m in client.get_metric_history(fresh.info.run_id, "val_acc")]
         resumed_from = kills[-1].killed_at if kills else 0
         assert steps == list(range(resumed_from + 1, EPOCHS + 1)), (job, resumed_from, steps[:3])
-    assert not [r.info.run_name for r in all_runs(workdir) if r.info.status == "RUNNING"]
+    assert not [r.info.run_name for r in all_runs(workdir, "faults") if r.info.status == "RUNNING"]
     print(f"kill points survived: {[(p.log.split('logs/')[1], p.at, p.killed_at, p.whole) for p in points]}")
 
 
 def trials(workdir: Path) -> list:
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    journal = workdir / TUNE / "study.journal"
-    if not journal.exists():
-        return []
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    names = optuna.get_all_study_names(storage)  # one study per training setting; one setting here
-    if not names:
-        return []
-    assert len(names) == 1, names
-    return optuna.load_study(study_name=names[0], storage=storage).get_trials(deepcopy=False)
+    study = only_study(workdir / TUNE / "study.journal")
+    return [] if study is None else study.get_trials(deepcopy=False)
 
 
 def trial_epochs(first: int) -> Callable[[Path], int]:
@@ -402,7 +367,7 @@ def test_killed_tune_job_continues_its_study(killed):
     assert sorted(r.info.status for r in tune_runs) == ["FINISHED", "KILLED", "KILLED"]
     by_trial = {
         int(r.data.tags["optuna_trial"]): r.info.status
-        for r in all_runs(workdir)
+        for r in all_runs(workdir, "faults")
         if "optuna_trial" in r.data.tags
     }
     assert by_trial == {
@@ -415,7 +380,7 @@ def test_killed_tune_job_continues_its_study(killed):
         6: "FINISHED",
         7: "FINISHED",
     }
-    assert not [r.info.run_name for r in all_runs(workdir) if r.info.status == "RUNNING"]
+    assert not [r.info.run_name for r in all_runs(workdir, "faults") if r.info.status == "RUNNING"]
     params = {t.number: t.params for t in trials(workdir)}
     assert (
         params[6] == params[4] == params[2] and params[7] == params[5] == params[3]
@@ -436,8 +401,8 @@ def max_overlap(spans: list[tuple[int, int]]) -> int:
 
 
 def test_concurrent_writers_lose_no_run_metric_or_artifact(reference):
-    client = client_for(reference)
-    runs = all_runs(reference)
+    client = tracking_client(reference)
+    runs = all_runs(reference, "faults")
     job_dirs = sorted(p.parent for p in (reference / RESULTS).glob("*/*/seed*/fit.json"))
     assert len(job_dirs) == 6  # teacher, scratch student and kd student, two seeds
     # a run per training job, no more, no less (evaluation logs into the training run)
@@ -465,13 +430,7 @@ def test_concurrent_writers_lose_no_run_metric_or_artifact(reference):
             assert run.data.metrics[key] == tested[key], (d, key)
         assert run.data.metrics["best_val_acc"] == fit["best_val_acc"]
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {
-            "model.pt",
-            "fit.json",
-            "history.parquet",
-            "config.resolved.json",
-            "test_metrics.json",
-        } <= names
+        assert names >= RUN_ARTIFACTS
         assert len(run.outputs.model_outputs) == 1  # mlflow.pytorch.log_model: a LoggedModel of the run
         artifacts += len(names) + 1
         local = client.download_artifacts(run.info.run_id, "model.pt", str(d.parent / f".{d.name}-artifact"))
@@ -484,10 +443,9 @@ def test_changed_training_settings_rerun_the_models_they_change(reference):
     params, a changed learning rate or split would silently keep the models trained otherwise."""
 
     def planned(config: dict) -> dict:
-        out = ok(snakemake(reference, config, "--dry-run", "--cores", "1", *reference_targets()))
-        text = out.stdout + out.stderr
-        rows = [line.split() for line in text.splitlines() if re.fullmatch(r"\w+\s+\d+", line.strip())]
-        return {rule: int(n) for rule, n in rows if rule in ("train", "distill")}
+        dry_run = ok(snakemake(reference, config, "--dry-run", "--cores", "1", *reference_targets()))
+        jobs = planned_jobs(dry_run)
+        return {rule: n for rule, n in jobs.items() if rule in ("train", "distill")}
 
     assert planned(FAULTS) == {}  # unchanged: nothing to do
     assert planned({**FAULTS, "train": {**FAULTS["train"], "lr": 0.01}}) == {"train": 4, "distill": 2}
