@@ -1,8 +1,10 @@
-"""The tracking side channel leaves the process environment as it found it."""
+"""The tracking side channel: runs as contexts, and the process environment left as it was found."""
 
 import os
 
-from kdflow.tracking import TrackingSpec, init_tracking
+import pytest
+
+from kdflow.tracking import TrackingSpec, init_tracking, open_run, start_run
 
 
 def test_opening_a_tracking_client_does_not_leak_the_uri_into_the_environment(tmp_path, monkeypatch):
@@ -15,3 +17,36 @@ def test_opening_a_tracking_client_does_not_leak_the_uri_into_the_environment(tm
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     init_tracking(spec)
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+
+
+def spec_in(tmp_path) -> TrackingSpec:
+    spec = TrackingSpec(True, f"sqlite:///{tmp_path / 'mlflow.db'}", "e", (tmp_path / "art").as_uri())
+    init_tracking(spec)
+    return spec
+
+
+def test_a_run_in_a_with_block_ends_finished_or_failed_on_an_exception(tmp_path):
+    from mlflow import MlflowClient
+
+    spec = spec_in(tmp_path)
+    with start_run(spec, "train/m/seed0", {"role": "teacher"}, {"lr": 0.1}, output=str(tmp_path / "a")) as ok:
+        ok.log_metrics({"val_acc": 0.5}, step=1)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        open_run(spec, "train/m/seed1", {}, {}, str(tmp_path / "b")) as bad,
+    ):
+        raise KeyboardInterrupt
+    client = MlflowClient(spec.uri)
+    done = client.get_run(ok.run_id)
+    assert done.info.status == "FINISHED" and done.info.run_name == "train/m/seed0"
+    assert done.data.tags["role"] == "teacher" and done.data.params == {"lr": "0.1"}
+    assert done.data.metrics == {"val_acc": 0.5}  # the buffered metric was flushed at the end
+    assert client.get_run(bad.run_id).info.status == "FAILED"
+
+
+def test_with_tracking_off_a_run_is_a_no_op(tmp_path):
+    spec = TrackingSpec(False, f"sqlite:///{tmp_path / 'mlflow.db'}", "e", None)
+    with open_run(spec, "train/m/seed0", {}, {"lr": 0.1}, str(tmp_path)) as run:
+        run.log_metrics({"val_acc": 0.5}, step=1)
+        run.log_model(None)
+    assert run.run_id is None and not (tmp_path / "mlflow.db").exists()

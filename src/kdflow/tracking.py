@@ -2,9 +2,10 @@
 
     spec = TrackingSpec.from_config(cfg)       # URI: $MLFLOW_TRACKING_URI > tracking.uri > sqlite DB
     init_tracking(spec)                        # once, before jobs fan out (sqlite first-use race)
-    with start_run(spec, "distill/teacher__student/seed0", tags, params) as run:
-        fit(..., callbacks=[MetricsCallback(run)])
+    with open_run(spec, "distill/teacher__student/seed0", tags, params, output) as run:
+        fit(..., callbacks=[MetricsCallback(run)])    # ends FINISHED, or FAILED on an exception
         run.log_artifact(path); run.log_model(model)
+    run = open_run(...); ...; run.end("KILLED")      # a run whose end the caller decides (a trial)
 
 Runs carry tags (role, method, seed, edge, teacher_run_id for lineage, rule, git commit, config
 hash). A job killed before it ends leaves its run RUNNING; the next attempt at the same output
@@ -18,8 +19,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -131,7 +130,8 @@ def init_tracking(spec: TrackingSpec) -> str | None:
 
 
 class Run:
-    """One MLflow run (or a no-op stand-in when tracking is off)."""
+    """One MLflow run (or a no-op stand-in when tracking is off). As a context (`with open_run(...)
+    as run:`) it ends FINISHED, or FAILED on an exception."""
 
     FLUSH_SECONDS = 5.0  # buffered metrics reach the store at least this often
 
@@ -162,6 +162,12 @@ class Run:
         if self.client is not None:
             self.flush()
             self.client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # any exception, KeyboardInterrupt too, is FAILED
+        self.end("FINISHED" if exc_type is None else "FAILED")
 
     def log_params(self, params: dict) -> None:
         if self.client is None:
@@ -202,7 +208,8 @@ class Run:
 
 def attach_run(spec: TrackingSpec, run_id: str | None) -> Run:
     """A Run on an existing run (a no-op Run when tracking is off or there is no id): a later job
-    adds to a run an earlier job opened (evaluation metrics, a tuning run's best parameters)."""
+    adds to a run an earlier job opened (evaluation metrics, a tuning run's best parameters). Like
+    any Run, in a `with` statement it ends that run on leaving: only for the job that ends it."""
     if not spec.enabled or not run_id:
         return Run()
     return Run(_client(spec), run_id)
@@ -233,7 +240,8 @@ def open_run(
     output: str,
     parent_run_id: str | None = None,
 ) -> Run:
-    """Start a run named `name` (a no-op Run when tracking is off); end it with `Run.end`.
+    """Start a run named `name` (a no-op Run when tracking is off); end it with `Run.end`, or open
+    it in a `with` statement.
 
     Runs left RUNNING for the same output by a killed earlier attempt are marked KILLED first."""
     if not spec.enabled:
@@ -255,23 +263,7 @@ def open_run(
     return run
 
 
-@contextmanager
-def start_run(
-    spec: TrackingSpec,
-    name: str,
-    tags: dict,
-    params: dict,
-    output: str,
-    parent_run_id: str | None = None,
-) -> Iterator[Run]:
-    """`open_run` as a context: the run ends FINISHED, or FAILED on an exception."""
-    run = open_run(spec, name, tags, params, output, parent_run_id)
-    try:
-        yield run
-    except BaseException:
-        run.end("FAILED")
-        raise
-    run.end("FINISHED")
+start_run = open_run  # the name the `with` call sites use: a Run is its own context
 
 
 class MetricsCallback(Callback):
