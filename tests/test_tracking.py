@@ -50,3 +50,20 @@ def test_with_tracking_off_a_run_is_a_no_op(tmp_path):
         run.log_metrics({"val_acc": 0.5}, step=1)
         run.log_model(None)
     assert run.run_id is None and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_logged_model_loads_back_through_mlflow_as_the_kdflow_model(tmp_path):
+    import mlflow
+    import torch
+
+    from kdflow.models import build_model
+
+    model = build_model({"family": "mlp", "hidden": [16]}, (40,), 10).eval()
+    spec = spec_in(tmp_path)
+    with open_run(spec, "train/m/seed0", {}, {}, str(tmp_path / "out")) as run:
+        run.log_model(model)
+    assert len(mlflow.MlflowClient(spec.uri).get_run(run.run_id).outputs.model_outputs) == 1
+
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
+    x = torch.randn(8, 40)
+    assert type(loaded) is type(model) and torch.equal(loaded.eval()(x), model(x))
