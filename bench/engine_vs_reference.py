@@ -1,16 +1,16 @@
 """kdflow's training engine against the loop KD projects use today, side by side in one process.
 
-    .venv/bin/python bench/engine_vs_reference.py            # 5 pairs x 3 repetitions, ~4 min
-    .venv/bin/python bench/engine_vs_reference.py --quick    # 2 pairs x 1 repetition
+    .venv/bin/python -m bench.engine_vs_reference            # 5 pairs x 3 repetitions, ~4 min
+    .venv/bin/python -m bench.engine_vs_reference --quick    # 2 pairs x 1 repetition
 
-The reference loop is written the way the official TAKD script and RepDistiller train a student:
-a DataLoader over a TensorDataset (batch 128, shuffled), the frozen teacher's forward pass on every
-batch, a KL loss, `loss.item()` every step, and a DataLoader pass over the validation split each
-epoch. kdflow's engine trains the same student with the same optimizer, schedule, batch size,
-epochs and seed, from teacher logits computed once (that pass is included in its time). Both run
-single-threaded (`torch.set_num_threads(1)`, as a Snakemake job with threads: 1 does).
-Prints samples/s (training samples x epochs / wall seconds) min/median/max over repetitions,
-the ratio of medians, and each loop's final validation accuracy.
+The reference loop (`bench.common.reference_fit`) is written the way the official TAKD script and
+RepDistiller train a student: a DataLoader over a TensorDataset (batch 128, shuffled), the frozen
+teacher's forward pass on every batch, a KL loss, `loss.item()` every step, and a DataLoader pass
+over the validation split each epoch. kdflow's engine trains the same student with the same
+optimizer, schedule, batch size, epochs and seed, from teacher logits computed once (that pass is
+included in its time). Both run single-threaded (`torch.set_num_threads(1)`, as a Snakemake job
+with threads: 1 does). Prints samples/s (training samples x epochs / wall seconds) min/median/max
+over repetitions, the ratio of medians, and each loop's final validation accuracy.
 """
 
 from __future__ import annotations
@@ -19,22 +19,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from kdflow import data
-from kdflow.engine import (
-    TrainConfig,
-    fit,
-    kd_objective,
-    make_optimizer,
-    make_scheduler,
-    predict_logits,
-    scratch_objective,
-)
+from bench.common import ALPHA, T, mmm, mnist1d_splits, reference_fit
+from kdflow.engine import TrainConfig, fit, kd_objective, predict_logits, scratch_objective
 from kdflow.models import build_model, count_parameters
 
 PAIRS = [  # (teacher spec, student spec)
@@ -44,38 +33,6 @@ PAIRS = [  # (teacher spec, student spec)
     ({"family": "cnn1d", "channels": 128, "layers": 4}, {"family": "mlp", "hidden": [64]}),
     ({"family": "mlp", "hidden": [512, 512]}, {"family": "mlp", "hidden": [32]}),
 ]
-T, ALPHA = 4.0, 0.9
-
-
-def reference_fit(student, teacher, train, val, cfg: TrainConfig) -> float:
-    """The usual loop; returns the last epoch's validation accuracy."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(TensorDataset(train.x, train.y), batch_size=cfg.batch_size, shuffle=True, generator=g)
-    val_loader = DataLoader(TensorDataset(val.x, val.y), batch_size=cfg.batch_size)
-    opt, teacher = make_optimizer(student, cfg), teacher.eval()
-    sched = make_scheduler(opt, cfg)
-    acc = 0.0
-    for _ in range(cfg.epochs):
-        student.train()
-        running = 0.0
-        for xb, yb in loader:
-            with torch.no_grad():
-                t_logits = teacher(xb)
-            s_logits = student(xb)
-            soft = F.kl_div(F.log_softmax(s_logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean")
-            loss = (1 - ALPHA) * F.cross_entropy(s_logits, yb) + ALPHA * T * T * soft
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            running += loss.item()
-        sched.step()
-        student.eval()
-        correct = 0
-        with torch.no_grad():
-            for xb, yb in val_loader:
-                correct += (student(xb).argmax(1) == yb).sum().item()
-        acc = correct / len(val)
-    return acc
 
 
 def kdflow_fit(student, teacher, train, val, cfg: TrainConfig) -> float:
@@ -101,11 +58,7 @@ def main(argv: list[str]) -> int:
     pairs, reps = (PAIRS[:2], 1) if args.quick else (PAIRS, args.reps)
     torch.set_num_threads(1)
 
-    path = Path("bench/out/mnist1d.npz")
-    if not path.exists():
-        data.save_raw(data.load_mnist1d(None, 42), path)
-    train = data.load_split(path, "train", 0.2, 0)
-    val = data.load_split(path, "val", 0.2, 0)
+    train, val = mnist1d_splits()
     cfg = TrainConfig(epochs=args.epochs, batch_size=128, seed=0)
     samples = len(train) * cfg.epochs
 
@@ -130,7 +83,7 @@ def main(argv: list[str]) -> int:
             f"{_name(s_spec)} ({count_parameters(build_model(s_spec, (40,), 10)):,})"
         )
         print(
-            f"| {name} | {_mmm(rate['ref'])} | {_mmm(rate['kdflow'])} | {ratios[-1]:.2f}x "
+            f"| {name} | {mmm(rate['ref'])} | {mmm(rate['kdflow'])} | {ratios[-1]:.2f}x "
             f"| {runs['ref'][-1][1]:.3f} / {runs['kdflow'][-1][1]:.3f} |",
             flush=True,
         )
@@ -143,11 +96,6 @@ def _name(spec: dict) -> str:
     if spec["family"] == "mlp":
         return "mlp" + "x".join(map(str, spec["hidden"]))
     return f"cnn1d c{spec['channels']} l{spec['layers']}"
-
-
-def _mmm(values: list[float]) -> str:
-    """median (min-max), samples/s."""
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 if __name__ == "__main__":

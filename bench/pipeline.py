@@ -1,7 +1,7 @@
 """Wall time of the default pipeline and of dry runs on sweeps of 1,000+ jobs.
 
-    .venv/bin/python bench/pipeline.py --dry-run-only   # dry runs only (~1 min)
-    .venv/bin/python bench/pipeline.py                  # also the default pipeline (~10 min)
+    .venv/bin/python -m bench.pipeline --dry-run-only   # dry runs only (~1 min)
+    .venv/bin/python -m bench.pipeline                  # also the default pipeline (~10 min)
 
 Each measurement is a fresh `snakemake` process over this repository's Snakefile in an empty
 temporary directory (setup excluded: .venv must exist). Dry runs are repeated 3 times
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.common import mmm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,16 +52,12 @@ def main(argv: list[str]) -> int:
                 t, out = snakemake(tmp, "--configfile", str(REPO / "bench" / "configs" / name), "--dry-run")
                 times.append(t)
                 jobs = job_count(out)
-        print(f"| dry run, bench/configs/{name} | {jobs:,} | {_mmm(times)} |", flush=True)
+        print(f"| dry run, bench/configs/{name} | {jobs:,} | {mmm(times, '.2f')} |", flush=True)
     if not args.dry_run_only:
         with tempfile.TemporaryDirectory() as tmp:
             t, out = snakemake(tmp, "--configfile", str(REPO / "config" / "config.yaml"))
             print(f"| default pipeline (config/config.yaml), from nothing | {job_count(out)} | {t:.0f} |")
     return 0
-
-
-def _mmm(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 if __name__ == "__main__":

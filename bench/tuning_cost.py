@@ -1,7 +1,7 @@
 """Wall time of one edge's Optuna study: kdflow's tuning against the usual way, in one process.
 
-    .venv/bin/python bench/tuning_cost.py            # 8 trials x 60 epochs, 3 repetitions, ~6 min
-    .venv/bin/python bench/tuning_cost.py --quick    # 4 trials x 20 epochs, 1 repetition
+    .venv/bin/python -m bench.tuning_cost            # 8 trials x 60 epochs, 3 repetitions, ~6 min
+    .venv/bin/python -m bench.tuning_cost --quick    # 4 trials x 20 epochs, 1 repetition
 
 Same edge (the default teacher cnn1d c64 l3 -> student cnn1d c8 l2, teacher trained here first),
 same search space, same trial count, same TPE seed, same training hyperparameters. Variants:
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from kdflow import data
+from bench.common import mmm, mnist1d_splits
 from kdflow.engine import TrainConfig, fit, live_kd_objective, predict_logits, scratch_objective
 from kdflow.models import build_model
 from kdflow.tracking import TrackingSpec
@@ -59,11 +59,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     trials, epochs, reps = (4, 20, 1) if args.quick else (args.trials, args.epochs, args.reps)
     torch.set_num_threads(1)
-    path = Path("bench/out/mnist1d.npz")
-    if not path.exists():
-        data.save_raw(data.load_mnist1d(None, 42), path)
-    train = data.load_split(path, "train", 0.2, 0)
-    val = data.load_split(path, "val", 0.2, 0)
+    train, val = mnist1d_splits()
     torch.manual_seed(0)
     teacher = build_model(TEACHER, (40,), 10)
     fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
@@ -101,10 +97,7 @@ def main(argv: list[str]) -> int:
     for name, values in runs.items():
         times = [t for t, _ in values]
         med = statistics.median(times)
-        print(
-            f"| {name} | {med:.1f} ({min(times):.1f}-{max(times):.1f}) | {base / med:.2f}x "
-            f"| {values[-1][1]:.4f} |"
-        )
+        print(f"| {name} | {mmm(times, '.1f')} | {base / med:.2f}x | {values[-1][1]:.4f} |")
     return 0
 
 

@@ -77,3 +77,13 @@ def test_stacked_members_each_get_their_own_loss():
         loss, ce, kd = hand_kd(s[k].numpy(), T_LOGITS, Y, temps[k].item(), alphas[k].item())
         assert parts["loss"][k].item() == pytest.approx(loss, rel=1e-10)
         assert parts["kd"][k].item() == pytest.approx(kd, rel=1e-10)
+
+
+def test_kd_loss_follows_the_logits_device():
+    # The meta device stands in for a GPU here: a float T, or per-member (T, alpha) tensors on the
+    # host (as kdflow.trials makes them), must meet the logits on their device.
+    s, t = torch.zeros(3, 2, 3, device="meta"), torch.zeros(2, 3, device="meta")
+    y = torch.zeros(2, dtype=torch.long, device="meta")
+    assert kd_loss(s[0], t, y, 4.0, 0.5)["loss"].device.type == "meta"
+    parts = kd_loss(s, t, y, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.1, 0.5, 0.9]))
+    assert parts["loss"].device.type == "meta" and parts["loss"].shape == (3,)

@@ -30,7 +30,10 @@ def kd_loss(
 ) -> dict[str, torch.Tensor]:
     """Each part is a scalar for one model, or one value per member, shape (...)."""
     s = student_logits
-    temp = torch.as_tensor(temperature, dtype=s.dtype)
+    # On the logits' device: T reshaped to (1, 1) is no longer a scalar that may stay on the host.
+    temp = torch.as_tensor(temperature, dtype=s.dtype, device=s.device)
+    if isinstance(alpha, torch.Tensor):  # per-member alphas, possibly made on the host
+        alpha = alpha.to(s.device)
     t_b = temp.reshape(temp.shape + (1, 1))  # broadcasts over (B, C)
     ce = F.cross_entropy(
         s.reshape(-1, s.shape[-1]), labels.expand(s.shape[:-1]).reshape(-1), reduction="none"
