@@ -87,3 +87,16 @@ def test_kd_loss_follows_the_logits_device():
     assert kd_loss(s[0], t, y, 4.0, 0.5)["loss"].device.type == "meta"
     parts = kd_loss(s, t, y, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.1, 0.5, 0.9]))
     assert parts["loss"].device.type == "meta" and parts["loss"].shape == (3,)
+
+
+def test_kd_loss_is_computed_in_float32_under_bf16_logits():
+    """bf16 logits (autocast) must not round T or the softmaxes: the loss equals the fp32 one
+    computed on the same (bf16-representable) logits."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(8, 10, generator=g).to(torch.bfloat16)
+    t = torch.randn(8, 10, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    got = kd_loss(s, t, y, 3.3, 0.7)
+    want = kd_loss(s.float(), t, y, 3.3, 0.7)
+    assert got["loss"].dtype == torch.float32
+    assert torch.equal(got["loss"], want["loss"])

@@ -29,7 +29,8 @@ def kd_loss(
     alpha: float | torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """Each part is a scalar for one model, or one value per member, shape (...)."""
-    s = student_logits
+    # At least float32 whatever the autocast dtype: bf16 would round T (3.3 -> 3.297) and softmaxes.
+    s = student_logits.to(torch.promote_types(student_logits.dtype, torch.float32))
     # On the logits' device: T reshaped to (1, 1) is no longer a scalar that may stay on the host.
     temp = torch.as_tensor(temperature, dtype=s.dtype, device=s.device)
     if isinstance(alpha, torch.Tensor):  # per-member alphas, possibly made on the host
