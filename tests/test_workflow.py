@@ -22,7 +22,8 @@ TINY = {
     },
     "seeds": [0, 1],
     "train": {"epochs": 3},
-    "tuning": {"n_trials": 3, "pruner": {"n_startup_trials": 1, "warmup_fraction": 0.3}},
+    # Two workers per study: the parallel-tuning path, with its MLflow nesting, end to end.
+    "tuning": {"n_trials": 3, "workers": 2, "pruner": {"n_startup_trials": 1, "warmup_fraction": 0.3}},
 }
 
 
@@ -37,7 +38,8 @@ def test_lint_is_clean():
 def test_dry_run_of_default_config_plans_the_whole_dag(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     proc = ok(snakemake(tmp_path, default, "--dry-run"))
-    expected = {"train": 6, "distill": 9, "tune": 3, "evaluate": 15, "report": 1}
+    expected = {"train": 6, "distill": 9, "tune_start": 3, "tune_worker": 3, "tune_select": 3}
+    expected |= {"evaluate": 15, "report": 1}
     planned = planned_jobs(proc)
     assert {rule: planned.get(rule) for rule in expected} == expected, (proc.stdout + proc.stderr)[-2000:]
 
@@ -68,8 +70,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         best = json.loads((results / "tune" / edge / "best_params.json").read_text())
         assert study.study_name == best["study"]
         done = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
-        assert len(done) == 3
+        assert len(done) == 3 and len(study.trials) == 3  # exactly n_trials, with two workers
         assert best["val_acc"] == study.best_value
+        workers = [json.loads((results / "tune" / edge / f"workers/{k}.json").read_text()) for k in (0, 1)]
+        mine = [n for w in workers for n in w["trials"]]  # what each worker says it ran
+        assert sorted(mine) == [t.number for t in done]
+        assert all(
+            t.user_attrs["worker"] == w["worker"] for w in workers for t in done if t.number in w["trials"]
+        )
 
     # MLflow: a run per job with the lineage tags; trials nested under their tuning run.
     client = tracking_client(tmp_path)
@@ -102,9 +110,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert takd.data.tags["method"] == "takd" and "temperature" in takd.data.params
     assert "test_acc" in kd.data.metrics and "val_acc" in kd.data.metrics
     assert len(client.get_metric_history(kd.info.run_id, "val_acc")) == 3  # one per epoch
+    # One tuning run per edge, its workers' runs nested under it, each trial's under its worker's.
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
     tune_run = by_name["tune/teacher__student"]
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == tune_run.info.run_id]
-    assert len(trials) >= 3
+    workers = {by_name[f"tune/teacher__student/worker{k}"].info.run_id for k in (0, 1)}
+    assert {parent[w] for w in workers} == {tune_run.info.run_id}
+    trials = [r for r in runs if r.info.run_name.startswith("tune/teacher__student/trial")]
+    assert len(trials) == 3 and all(parent[r.info.run_id] in workers for r in trials)
+    assert tune_run.data.metrics["n_finished"] == 3 and "best_temperature" in tune_run.data.params
     artifacts = {a.path for a in client.list_artifacts(kd.info.run_id)}
     assert artifacts >= RUN_ARTIFACTS  # and the model, logged by mlflow.pytorch
 
