@@ -22,8 +22,10 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,9 +194,9 @@ def run_with_kills(workdir: Path, config: dict, args: list[str], points: list[Ki
 # ----------------------------------------------------------------------------- MLflow
 
 
-def runs_of(workdir: Path, job_dir: str) -> list:
+def runs_of(workdir: Path, job_dir: str, experiment: str = "faults") -> list:
     output = str((workdir / job_dir).resolve())
-    return [r for r in all_runs(workdir, "faults") if r.data.tags.get("kdflow.output") == output]
+    return [r for r in all_runs(workdir, experiment) if r.data.tags.get("kdflow.output") == output]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -304,17 +306,23 @@ def test_killed_train_and_distill_jobs_resume_to_the_uninterrupted_result(refere
     print(f"kill points survived: {[(p.log.split('logs/')[1], p.at, p.killed_at, p.whole) for p in points]}")
 
 
-def trials(workdir: Path) -> list:
-    study = only_study(workdir / TUNE / "study.journal")
+def trials(workdir: Path, tune: str = TUNE) -> list:
+    study = only_study(workdir / tune / "study.journal")
     return [] if study is None else study.get_trials(deepcopy=False)
 
 
-def trial_epochs(first: int) -> Callable[[Path], int]:
-    """Epochs reached by the running trials numbered `first` or more."""
+def trial_epochs(first: int = 0, worker: int | None = None, tune: str = TUNE) -> Callable[[Path], int]:
+    """Epochs reached by the running trials numbered `first` or more (claimed by `worker`, if given)."""
 
     def progress(workdir: Path) -> int:
         try:
-            running = [t for t in trials(workdir) if t.number >= first and t.state.name == "RUNNING"]
+            running = [
+                t
+                for t in trials(workdir, tune)
+                if t.number >= first
+                and t.state.name == "RUNNING"
+                and worker in (None, t.user_attrs.get("worker"))
+            ]
         except Exception:  # a line being appended
             return 0
         return max((max(t.intermediate_values, default=0) for t in running), default=0)
@@ -322,10 +330,10 @@ def trial_epochs(first: int) -> Callable[[Path], int]:
     return progress
 
 
-def finished_trials(workdir: Path) -> dict:
+def finished_trials(workdir: Path, tune: str = TUNE) -> dict:
     return {
         t.number: (t.params, t.value, t.datetime_complete)
-        for t in trials(workdir)
+        for t in trials(workdir, tune)
         if t.state.name in ("COMPLETE", "PRUNED")
     }
 
@@ -334,7 +342,7 @@ def test_killed_tune_job_continues_its_study(killed):
     """Two trials per batch (stacked); kills in the second batch and in the rerun's first."""
     workdir = killed[0]
     target = f"{TUNE}/best_params.json"
-    log = f"{RESULTS}/logs/tune/teacher__student.log"
+    log = f"{RESULTS}/logs/tune/teacher__student/worker0.log"  # the study's one worker
     points = [
         KillPoint(log, trial_epochs(2), 5, inspect=finished_trials),
         KillPoint(log, trial_epochs(4), 5, whole=True, inspect=finished_trials),
@@ -362,9 +370,11 @@ def test_killed_tune_job_continues_its_study(killed):
     now = outputs(workdir)
     assert all(now[p] == m for p, m in upstream.items()), "tuning rewrote an upstream output"
 
-    # MLflow: the two killed tuning runs and their four unfinished trials' runs ended KILLED.
-    tune_runs = runs_of(workdir, TUNE)
-    assert sorted(r.info.status for r in tune_runs) == ["FINISHED", "KILLED", "KILLED"]
+    # MLflow: the two killed worker runs and their four unfinished trials' runs ended KILLED; the
+    # edge's tuning run, opened before the worker and ended after it, FINISHED once.
+    assert [r.info.status for r in runs_of(workdir, TUNE)] == ["FINISHED"]
+    worker_runs = runs_of(workdir, f"{TUNE}/workers/0")
+    assert sorted(r.info.status for r in worker_runs) == ["FINISHED", "KILLED", "KILLED"]
     by_trial = {
         int(r.data.tags["optuna_trial"]): r.info.status
         for r in all_runs(workdir, "faults")
@@ -386,6 +396,71 @@ def test_killed_tune_job_continues_its_study(killed):
         params[6] == params[4] == params[2] and params[7] == params[5] == params[3]
     )  # killed points retried
     print(f"tune kill points: {[(p.at, p.killed_at, p.whole) for p in points]}; trial params: {params}")
+
+
+def test_a_killed_tuning_worker_is_resumed_and_the_study_ends_exact(tmp_path):
+    """Two workers share a study; one is SIGKILLed mid-trial while the other runs on."""
+    results = "results/workers"
+    tune = f"{results}/tune/teacher__student"
+    config = {
+        **TUNED,
+        "experiment": "workers",
+        # Long trials (80 epochs): both workers are in their first claim when the kill comes.
+        "models": {**FAULTS["models"], "student": {**FAULTS["models"]["student"], "train": {"epochs": 80}}},
+        "tuning": {**TUNED["tuning"], "workers": 2},
+    }
+    log = f"{results}/logs/tune/teacher__student/worker1.log"
+
+    def owners(workdir: Path) -> dict:
+        return {t.number: (t.user_attrs.get("worker"), t.state.name) for t in trials(workdir, tune)}
+
+    worker1, worker0 = trial_epochs(worker=1, tune=tune), trial_epochs(worker=0, tune=tune)
+
+    def progress(workdir: Path) -> int:  # worker 1's epochs, once worker 0 is training too
+        return worker1(workdir) if worker0(workdir) > 0 else 0
+
+    point = KillPoint(log, progress, 5, inspect=owners)
+    codes = run_with_kills(tmp_path, config, ["--cores", "2", f"{tune}/best_params.json"], [point])
+    assert point.killed_at is not None and codes[-1] == 0 and codes[0] != 0, codes
+    # After the kill's run ended: worker 0 finished its claim and claimed no more, since the study
+    # was full with worker 1's trials still RUNNING; nobody failed those.
+    seen = point.seen
+    killed = sorted(n for n, (w, state) in seen.items() if w == 1 and state == "RUNNING")
+    kept = sorted(n for n, (w, state) in seen.items() if w == 0)
+    assert killed and kept and len(killed) + len(kept) == 4, seen
+    assert all(seen[n][1] == "COMPLETE" for n in kept), seen
+
+    by_number = {t.number: t for t in trials(tmp_path, tune)}
+    states = {n: t.state.name for n, t in by_number.items()}
+    assert sorted(n for n, s in states.items() if s == "FAIL") == killed  # worker 0's trials untouched
+    done = [t for t in by_number.values() if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 4 and len(by_number) == 4 + len(killed)  # exactly n_trials, nothing extra
+    retries = {t.user_attrs["retry_of"]: t for t in done if "retry_of" in t.user_attrs}
+    assert sorted(retries) == killed  # each killed trial retried once, with its own (T, alpha),
+    assert all(retries[n].params == by_number[n].params for n in killed)
+    assert all(t.user_attrs["worker"] == 1 for t in retries.values())  # by the rerun of its worker
+    best = json.loads((tmp_path / tune / "best_params.json").read_text())
+    assert best["n_finished"] == 4
+
+    # MLflow: the killed worker's run and its trials' runs KILLED, the rerun's FINISHED; the other
+    # worker's run FINISHED once; everything under one tuning run.
+    runs = all_runs(tmp_path, "workers")
+    assert sorted(r.info.status for r in runs_of(tmp_path, f"{tune}/workers/1", "workers")) == [
+        "FINISHED",
+        "KILLED",
+    ]
+    assert [r.info.status for r in runs_of(tmp_path, f"{tune}/workers/0", "workers")] == ["FINISHED"]
+    (tune_run,) = runs_of(tmp_path, tune, "workers")
+    worker_runs = [r for r in runs if re.search(r"/worker\d$", r.info.run_name)]
+    assert len(worker_runs) == 3  # worker 0's, and worker 1's killed and rerun
+    assert {r.data.tags["mlflow.parentRunId"] for r in worker_runs} == {tune_run.info.run_id}
+    trial_status = {
+        int(r.data.tags["optuna_trial"]): r.info.status for r in runs if "optuna_trial" in r.data.tags
+    }
+    assert {n for n, s in trial_status.items() if s == "KILLED"} == set(killed)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert all(by_number[n].state.name == "COMPLETE" for n in kept)  # not redone, not failed
+    print(f"worker kill: mid-trial (epoch >= 5); after it {seen}; in the end {states}")
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -524,10 +599,18 @@ def test_diverging_job_fails_naming_stage_and_epoch_and_the_rest_finishes(tmp_pa
 
 
 def damage(path: Path) -> None:
-    """Flip one byte in place, keeping the mtime (bit rot does not touch it)."""
+    """Flip one byte of data in place, keeping the mtime (bit rot does not touch it). In a zip file
+    (torch.save, .npz) the byte is in the middle of the largest record's data: the file's middle
+    byte may fall in alignment padding, which nothing reads, and the file would load as it was."""
     st = path.stat()
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    at = len(raw) // 2
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            big = max(z.infolist(), key=lambda i: i.compress_size)
+        name_len, extra_len = struct.unpack("<HH", raw[big.header_offset + 26 : big.header_offset + 30])
+        at = big.header_offset + 30 + name_len + extra_len + big.compress_size // 2
+    raw[at] ^= 0xFF
     path.write_bytes(bytes(raw))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -560,7 +643,7 @@ def test_damaged_files_stop_their_jobs_naming_the_file_and_the_fix(killed):
     proc = snakemake(workdir, TUNED, "--cores", "1", f"{TUNE}/best_params.json")
     assert proc.returncode != 0
     pattern = r"study\.journal is unreadable .*move it away to restart this edge's study"
-    assert re.search(pattern, (logs / "tune" / "teacher__student.log").read_text())
+    assert re.search(pattern, (logs / "tune" / "teacher__student" / "select.log").read_text())
     assert not (workdir / TUNE / "best_params.json").exists()
 
     # Resume state, teacher-logit cache and a trained model, in one --keep-going run.
