@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kdflow.tracking import TrackingSpec, init_tracking, open_run, start_run
+from kdflow.tracking import TrackingSpec, init_tracking, open_run
 
 
 def test_opening_a_tracking_client_does_not_leak_the_uri_into_the_environment(tmp_path, monkeypatch):
@@ -29,7 +29,7 @@ def test_a_run_in_a_with_block_ends_finished_or_failed_on_an_exception(tmp_path)
     from mlflow import MlflowClient
 
     spec = spec_in(tmp_path)
-    with start_run(spec, "train/m/seed0", {"role": "teacher"}, {"lr": 0.1}, output=str(tmp_path / "a")) as ok:
+    with open_run(spec, "train/m/seed0", {"role": "teacher"}, {"lr": 0.1}, output=str(tmp_path / "a")) as ok:
         ok.log_metrics({"val_acc": 0.5}, step=1)
     with (
         pytest.raises(KeyboardInterrupt),

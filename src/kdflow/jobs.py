@@ -170,7 +170,7 @@ def train(
         tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
 
     name = f"{info.rule}/{info.edge or info.model}/seed{info.seed}"
-    with trk.start_run(tracking, name, tags, params, output=str(out_dir)) as run:
+    with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
         result = fit(
             model,
             train_split,

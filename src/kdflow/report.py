@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdflow.atomic import atomic_write, read_json
-from kdflow.tracking import TrackingSpec, start_run
+from kdflow.tracking import TrackingSpec, open_run
 
 ROLE_ORDER = {"teacher": 0, "assistant": 1, "student": 2}
 METHOD_ORDER = {"scratch": 0, "kd": 1, "takd": 2}
@@ -192,7 +192,7 @@ def write_report(
     with atomic_write(markdown) as tmp:
         tmp.write_text(text + "\n")
     tags = {"role": "report", "method": "none"}
-    with start_run(tracking, "report", tags, {"n_models": len(table)}, output=str(markdown.parent)) as run:
+    with open_run(tracking, "report", tags, {"n_models": len(table)}, output=str(markdown.parent)) as run:
         for p in (markdown, summary, accuracy_plot, tuning_plot):
             run.log_artifact(p)
     return table

@@ -263,9 +263,6 @@ def open_run(
     return run
 
 
-start_run = open_run  # the name the `with` call sites use: a Run is its own context
-
-
 class MetricsCallback(Callback):
     """Logs each epoch's metrics to a run, one batch per epoch."""
 

@@ -102,7 +102,7 @@ def tune_worker(
     tags = {**study.tags(t_meta), "tune_worker": worker}
     name = f"{study.run_name}/worker{worker}"
     params = {"worker": worker, "n_workers": n_workers, "parallel_trials": parallel_trials}
-    with trk.start_run(
+    with trk.open_run(
         study.tracking, name, tags, params, output=str(out.with_suffix("")), parent_run_id=started["run_id"]
     ) as run:
         ctx = TrialContext(
