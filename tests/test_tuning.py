@@ -242,3 +242,16 @@ def test_a_restarted_worker_leaves_other_workers_running_trials_alone(tmp_path):
     assert states[alive[0][0].number] == TrialState.RUNNING
     assert states[gone[0][0].number] == TrialState.FAIL
     assert len(finished(study)) == 3  # 4 claimed in all: 3 finished here + worker 1's running one
+
+
+def test_start_up_points_do_not_depend_on_the_stack_size(tmp_path):
+    """TPE's random start-up trials draw the same (T, alpha) one by one, in stacks, or by several
+    workers: trial n is drawn with seed + n."""
+    points = []
+    for batch in (1, 4):
+        study = run_study(
+            tmp_path / f"b{batch}.journal", "e", SearchSpace(), 8, 0, PRUNER, _quick_batch(), batch
+        )
+        points.append([t.params for t in study.trials])
+    assert points[0] == points[1]
+    assert len({tuple(p.values()) for p in points[0]}) == 8

@@ -129,11 +129,12 @@ def claim_trials(
     k = min(most, n_trials - claimed)
     if k <= 0:
         return []
-    # Reseeded by the trial count: a reopened study does not redraw earlier points, and two
-    # workers never draw with the same seed (the count grows under the lock between claims).
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
     claims = []
     for _ in range(k):
+        # Trial n draws with seed + n, whatever the batch size or worker count: TPE's random
+        # start-up trials are the same points in every layout, a reopened study does not redraw
+        # earlier points, and two workers never share a seed (numbers are unique under the lock).
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
         t = study.ask()
         t.set_user_attr(WORKER, worker)
         params = (
