@@ -224,6 +224,7 @@ def test_a_killed_worker_fails_only_its_own_trials_and_the_study_ends_exact(tmp_
     assert restarted.exitcode == 0
     study = open_study(journal, "e", 0, PRUNER)
     check_complete(study, 10, journal)
+    check_complete(study, 6, journal)  # a later, smaller n_trials: the study's 10 trials all count
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [t.number for t in failed] == [t.number for t in running]
     retries = {t.user_attrs["retry_of"]: t.params for t in finished(study) if "retry_of" in t.user_attrs}

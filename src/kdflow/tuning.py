@@ -200,11 +200,12 @@ class IncompleteStudyError(RuntimeError):
 
 
 def check_complete(study: optuna.Study, n_trials: int, journal: Path) -> None:
-    """Raise, naming the study and its journal, unless it holds exactly `n_trials` finished
-    trials and none is still running (every worker has ended)."""
+    """Raise, naming the study and its journal, unless it holds `n_trials` finished trials and none
+    is still running (every worker has ended). Claims stop at `n_trials`, so a study holds more only
+    when an earlier run had a larger n_trials (the same study continues): all of them then count."""
     finished = count_finished(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if finished != n_trials or running:
+    if finished < n_trials or running:
         raise IncompleteStudyError(
             f"study {study.study_name} in {journal} holds {finished} finished trials of "
             f"{n_trials}, {len(running)} still RUNNING (trials {[t.number for t in running]}): "
