@@ -100,7 +100,7 @@ def _is_stale(trial: optuna.trial.FrozenTrial, worker: int, n_workers: int) -> b
     return owner is None or owner == worker or owner >= n_workers
 
 
-def fail_stale_trials(study: optuna.Study, worker: int = 0, n_workers: int = 1) -> int:
+def fail_stale_trials(study: optuna.Study, worker: int, n_workers: int) -> int:
     """Mark FAIL the RUNNING trials a killed earlier run of `worker` left (or a worker beyond
     `n_workers`, which no longer runs) and queue their parameters again. Call under claim_lock."""
     stale = [
@@ -134,7 +134,8 @@ def claim_trials(
         # Trial n draws with seed + n, whatever the batch size or worker count: TPE's random
         # start-up trials are the same points in every layout, a reopened study does not redraw
         # earlier points, and two workers never share a seed (numbers are unique under the lock).
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), constant_liar=True)
+        number = len(study.get_trials(deepcopy=False))  # the next trial's (study.trials deep-copies)
+        study.sampler = optuna.samplers.TPESampler(seed=seed + number, constant_liar=True)
         t = study.ask()
         t.set_user_attr(WORKER, worker)
         params = (
