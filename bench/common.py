@@ -37,7 +37,7 @@ def reference_fit(student, teacher, train: Split, val: Split, cfg: TrainConfig) 
     loader = DataLoader(TensorDataset(train.x, train.y), batch_size=cfg.batch_size, shuffle=True, generator=g)
     val_loader = DataLoader(TensorDataset(val.x, val.y), batch_size=cfg.batch_size)
     student, teacher = student.to(device), teacher.to(device).eval()
-    opt = make_optimizer(student, cfg)
+    opt = make_optimizer(student.parameters(), cfg)
     sched = make_scheduler(opt, cfg)
     acc = 0.0
     for _ in range(cfg.epochs):

@@ -36,7 +36,7 @@ def make_step(spec: dict, batch: int, precision: str, channels_last: bool, devic
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(spec, SHAPE, CLASSES).to(device, memory_format=layout).train()
-    opt = make_optimizer(model, TrainConfig(device=device))
+    opt = make_optimizer(model.parameters(), TrainConfig(device=device))
     x = torch.randn(batch, *SHAPE, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, CLASSES, (batch,), device=device)
     t_logits = torch.randn(batch, CLASSES, device=device)

@@ -17,6 +17,9 @@ small model's epoch; jobs use 10 s, so a kill loses at most that); the last epoc
 CPU a resumed fit ends with the same weights, bit for bit, as one that ran straight through; on a
 GPU with deterministic cuDNN, within 1e-5 (tests/test_cuda.py).
 
+The optimizer steps over one flat buffer holding every parameter (kdflow.flat): one step instead of
+one per tensor, with the same weights bit for bit.
+
 Side effects (progress, tracking, pruning) are callbacks; this module imports neither the
 tracker nor the tuner. Metrics stay on the device during an epoch: one host sync per epoch.
 """
@@ -39,6 +42,7 @@ from torch import nn
 from kdflow.callbacks import Callback
 from kdflow.checkpoint import load_checkpoint, save_checkpoint
 from kdflow.data import Split
+from kdflow.flat import FlatParameters
 from kdflow.losses import ce_loss, kd_loss
 
 
@@ -54,6 +58,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: pays on GPUs and long runs, not on small CPU jobs
     seed: int = 0
     device: str = "cpu"
+
+
+# Part of every checkpoint's key: a checkpoint whose optimizer state has another layout (before
+# flat parameters, one state per tensor) is not resumed but started afresh.
+STATE_FORMAT = 2
 
 
 class DivergenceError(RuntimeError):
@@ -128,12 +137,10 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: str) -> torch.Tenso
     return torch.randperm(n, generator=g).to(device)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
@@ -170,9 +177,10 @@ def fit(
     on_cuda = torch.device(device).type == "cuda"
     model.to(device)
     train, val = train.to(device), val.to(device)
-    opt = make_optimizer(model, cfg)
+    flat = FlatParameters(model)  # one optimizer step over one buffer, not one per tensor
+    opt = make_optimizer([flat.param], cfg)
     sched = make_scheduler(opt, cfg)
-    key = fingerprint(asdict(cfg), run_key)
+    key = fingerprint(asdict(cfg), run_key, STATE_FORMAT)
     state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
 
     if checkpoint is not None and checkpoint.exists():
@@ -203,6 +211,7 @@ def fit(
                 parts = objective(step_model, train.x[idx], train.y[idx], idx)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
+            flat.collect_grads()
             opt.step()
             for name, value in parts.items():  # summed on device; synced once per epoch
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(idx)

@@ -227,7 +227,7 @@ def fit_stacked(
     train, val = train.to(device), val.to(device)
     teacher_logits = teacher_logits.to(device)
     temperatures, alphas = temperatures.to(device), alphas.to(device)
-    opt = make_optimizer(stacked, cfg)
+    opt = make_optimizer(stacked.parameters(), cfg)
     sched = make_scheduler(opt, cfg)
     results = [MemberResult() for _ in range(len(temperatures))]
     n = len(train)
