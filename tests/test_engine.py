@@ -196,3 +196,30 @@ def test_bf16_autocast_and_compile_train_on_cpu(small_splits):
         small, train, val, TrainConfig(epochs=1, batch_size=200, compile=True), scratch_objective()
     )
     assert compiled.history[0]["val_acc"] > 0.0 and math.isfinite(compiled.history[0]["train_loss"])
+
+
+def test_job_setup_is_deterministic_without_importing_the_compiler():
+    """setup() turns torch's determinism on without the ~1.5 s import of torch._inductor that
+    torch.use_deterministic_algorithms does; a compiling fit then carries the switch to inductor."""
+    code = (
+        "import sys, torch; from kdflow.jobs import setup; setup(1); "
+        "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+def test_a_compiling_fit_sets_inductors_determinism_as_torchs(small_splits):
+    import torch._inductor.config as inductor_config
+
+    train, val = small_splits
+    saved = torch.are_deterministic_algorithms_enabled(), inductor_config.deterministic
+    try:
+        torch._C._set_deterministic_algorithms(True)
+        inductor_config.deterministic = False
+        small = build_model({"family": "mlp", "hidden": [8]}, (40,), 10)
+        fit(small, train, val, TrainConfig(epochs=1, batch_size=200, compile=True), scratch_objective())
+        assert inductor_config.deterministic is True
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        inductor_config.deterministic = saved[1]

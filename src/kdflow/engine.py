@@ -199,7 +199,13 @@ def fit(
 
     n = len(train)
     last_save = time.monotonic()
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if cfg.compile:  # inductor keeps its own copy of the determinism switch: set it as torch's is
+        torch.use_deterministic_algorithms(
+            torch.are_deterministic_algorithms_enabled(),
+            warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        step_model = torch.compile(model)
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.precision == "bf16")
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         model.train()
