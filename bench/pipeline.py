@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.pipeline                  # also the default pipeline (~10 min)
 
 Each measurement is a fresh `snakemake` process over this repository's Snakefile in an empty
-temporary directory (setup excluded: .venv must exist). Dry runs are repeated 3 times
+temporary directory (setup excluded: .venv must exist). Dry runs are repeated 5 times
 (min/median/max); the full pipeline runs once (it is the `make run` workload: 3 seeds, tuning on,
 MLflow on, data generated).
 """
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     print("|---|---:|---:|")
     for name in ("sweep.yaml", "sweep_large.yaml"):
         times, jobs = [], -1
-        for _ in range(3):
+        for _ in range(5):
             with tempfile.TemporaryDirectory() as tmp:
                 t, out = snakemake(tmp, "--configfile", str(REPO / "bench" / "configs" / name), "--dry-run")
                 times.append(t)
