@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdflow.checkpoint import save_model
 from kdflow.engine import TrainConfig, fit, make_optimizer, scratch_objective
 from kdflow.flat import FlatParameters
 from kdflow.losses import kd_loss
@@ -91,3 +92,12 @@ def test_fit_returns_a_model_whose_parameters_moved_from_their_start(small_split
     result = fit(new_model(), train, val, TrainConfig(epochs=2, batch_size=64), scratch_objective())
     for name, p in result.model.named_parameters():
         assert not torch.equal(p, start[name]), name
+
+
+def test_a_flattened_model_is_saved_to_the_same_bytes_as_an_ordinary_one(tmp_path):
+    """Readers record a model file's sha256; how the weights were held must not change the file."""
+    plain, flattened = new_model(), new_model()
+    FlatParameters(flattened)
+    a = save_model(tmp_path / "a.pt", plain, SPEC, (40,), 10)
+    b = save_model(tmp_path / "b.pt", flattened, SPEC, (40,), 10)
+    assert a == b

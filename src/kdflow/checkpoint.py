@@ -62,7 +62,10 @@ def save_model(path: Path, model: nn.Module, spec: dict, input_shape, num_classe
             "spec": dict(spec),
             "input_shape": list(input_shape),
             "num_classes": num_classes,
-            "state_dict": model.state_dict(),
+            # Each tensor in its own storage: the file's bytes (and sha256, which readers record)
+            # depend on the values only, not on how the model holds them (kdflow.flat: views of
+            # one buffer, which torch.save would write whole, with offsets).
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         },
     )
     return sha256(path)
