@@ -7,9 +7,9 @@
 Why: a small model's optimizer step is per-tensor overhead, not arithmetic. AdamW over the default
 student's 10 tensors cost ~0.5 ms of a ~2 ms CPU step; over one buffer it costs ~12 small ops.
 Updates are elementwise, so the weights are bit-identical to a per-tensor optimizer's
-(tests/test_flat.py). The gradients are moved into the flat gradient with one `torch.cat` after backward
-rather than accumulated into views, so anything that sets a `.grad` to None (as `zero_grad` does
-by default) cannot silently disconnect a parameter from the optimizer.
+(tests/test_flat.py). The gradients are moved into the flat gradient with one `torch.cat` after
+backward rather than accumulated into views, so anything that sets a `.grad` to None (as
+`zero_grad` does by default) cannot silently disconnect a parameter from the optimizer.
 
 Keep the views: `model.to()` after flattening replaces them (load_state_dict copies into them and is
 fine). Stacked students keep per-tensor optimizers: their compaction slices per-member state.
