@@ -1,10 +1,12 @@
-"""What the benchmarks share: their MNIST-1D splits, the reference KD loop, the figure formatter.
+"""What the benchmarks share: their MNIST-1D splits, the reference KD loop, the figure formatter,
+and the tuning benchmarks' edge and options.
 
 from bench.common import mnist1d_splits, reference_fit, mmm
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from pathlib import Path
 
@@ -14,10 +16,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kdflow import data
 from kdflow.data import Split
-from kdflow.engine import TrainConfig, make_optimizer, make_scheduler
+from kdflow.engine import TrainConfig, fit, make_optimizer, make_scheduler, scratch_objective
+from kdflow.models import Classifier, build_model
 
 DATA = Path(__file__).parent / "out" / "mnist1d.npz"  # generated on first use (~1 s); git ignores out/
 T, ALPHA = 4.0, 0.9  # the pipeline's default KD temperature and soft-term weight
+# The edge the tuning benchmarks study: the default config's teacher and student.
+TEACHER = {"family": "cnn1d", "channels": 64, "layers": 3}
+STUDENT = {"family": "cnn1d", "channels": 8, "layers": 2}
 
 
 def mnist1d_splits() -> tuple[Split, Split]:
@@ -67,3 +73,26 @@ def reference_fit(student, teacher, train: Split, val: Split, cfg: TrainConfig) 
 def mmm(values: list[float], fmt: str = ",.0f") -> str:
     """'median (min-max)' of repeated measurements."""
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def study_parser(description: str, trials: int) -> argparse.ArgumentParser:
+    """The options of the tuning benchmarks: --quick, --trials, --epochs, --reps."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trials", type=int, default=trials)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--reps", type=int, default=3)
+    return ap
+
+
+def study_size(args: argparse.Namespace, quick_epochs: int) -> tuple[int, int, int]:
+    """(trials, epochs, repetitions): as given, or 4 trials x `quick_epochs` once with --quick."""
+    return (4, quick_epochs, 1) if args.quick else (args.trials, args.epochs, args.reps)
+
+
+def trained_teacher(train: Split, val: Split) -> Classifier:
+    """TEACHER trained from labels (seed 0, 40 epochs), as the tuning benchmarks' edge starts."""
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER, (40,), 10)
+    fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
+    return teacher

@@ -14,7 +14,6 @@ Prints wall time min/median/max, the ratio to `usual`, and each study's best val
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -23,15 +22,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import mmm, mnist1d_splits
-from kdflow.engine import TrainConfig, fit, live_kd_objective, predict_logits, scratch_objective
-from kdflow.models import build_model
+from bench.common import STUDENT, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
+from kdflow.engine import TrainConfig, fit, live_kd_objective, predict_logits
 from kdflow.tracking import TrackingSpec
 from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study
 
-TEACHER = {"family": "cnn1d", "channels": 64, "layers": 3}
-STUDENT = {"family": "cnn1d", "channels": 8, "layers": 2}
 NO_PRUNING = PrunerConfig(n_startup_trials=10**6, n_warmup_steps=10**6)
 
 
@@ -51,18 +47,11 @@ def usual_trainer(teacher, ctx: TrialContext):
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args(argv)
-    trials, epochs, reps = (4, 20, 1) if args.quick else (args.trials, args.epochs, args.reps)
+    args = study_parser(__doc__.splitlines()[0], trials=8).parse_args(argv)
+    trials, epochs, reps = study_size(args, quick_epochs=20)
     torch.set_num_threads(1)
     train, val = mnist1d_splits()
-    torch.manual_seed(0)
-    teacher = build_model(TEACHER, (40,), 10)
-    fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
+    teacher = trained_teacher(train, val)
     cfg = TrainConfig(epochs=epochs, seed=0)
     prune = PrunerConfig(n_startup_trials=4, n_warmup_steps=epochs // 2)
 

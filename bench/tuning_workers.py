@@ -13,7 +13,6 @@ number of finished trials (always n_trials) and the best validation accuracy.
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing as mp
 import statistics
@@ -25,15 +24,12 @@ from pathlib import Path
 import optuna
 import torch
 
-from bench.common import mmm, mnist1d_splits
-from kdflow.engine import TrainConfig, fit, predict_logits, scratch_objective
-from kdflow.models import build_model
+from bench.common import STUDENT, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
+from kdflow.engine import TrainConfig, predict_logits
 from kdflow.tracking import TrackingSpec
 from kdflow.trials import TrialContext, stacked_trainer
 from kdflow.tuning import PrunerConfig, SearchSpace, best_params, count_finished, open_study, run_study
 
-TEACHER = {"family": "cnn1d", "channels": 64, "layers": 3}
-STUDENT = {"family": "cnn1d", "channels": 8, "layers": 2}
 STACK = 8  # the pipeline's default tuning.parallel_trials
 
 
@@ -74,20 +70,14 @@ def study(logits_file: str, n_trials: int, epochs: int, n_workers: int) -> tuple
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--reps", type=int, default=3)
+    ap = study_parser(__doc__.splitlines()[0], trials=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args(argv)
-    trials, epochs, reps = (4, 10, 1) if args.quick else (args.trials, args.epochs, args.reps)
+    trials, epochs, reps = study_size(args, quick_epochs=10)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     train, val = mnist1d_splits()
-    torch.manual_seed(0)
-    teacher = build_model(TEACHER, (40,), 10)
-    fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
+    teacher = trained_teacher(train, val)
     with tempfile.TemporaryDirectory() as tmp:
         logits_file = str(Path(tmp) / "logits.pt")
         torch.save(predict_logits(teacher, train.x), logits_file)
