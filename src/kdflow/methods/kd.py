@@ -1,0 +1,38 @@
+"""kd: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
+
+    loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
+
+(the formula is written once, in kdflow.losses.kd_loss). Defaults from RepDistiller's
+scripts/run_cifar_distill.sh (`--distill kd -r 0.1 -a 0.9`, `--kd_T 4`): CE weight 0.1, KD weight
+0.9, T = 4. `logit_std: true` is logit standardisation (Sun et al., CVPR 2024, "Logit
+Standardization in Knowledge Distillation"; logit-standardization-KD/mdistiller/distillers/KD.py):
+teacher and student logits are z-scored per sample before the temperature.
+"""
+
+from __future__ import annotations
+
+from kdflow.losses import kd_loss
+from kdflow.methods.base import Batch, Method, Param, standardize
+
+
+class KD(Method):
+    name = "kd"
+    paper = "Hinton et al., NIPS workshop 2015"
+    source = "HobbitLong/RepDistiller scripts/run_cifar_distill.sh (-r 0.1 -a 0.9, --kd_T 4)"
+    params = {
+        "temperature": Param(4.0, 1.0, 20.0, log=True, doc="softmax temperature T"),
+        "alpha": Param(0.9, 0.0, 1.0, doc="weight of the soft term; 1 - alpha weighs CE"),
+        "logit_std": Param(False, doc="z-score logits per sample before T (Sun et al. 2024)"),
+    }
+    tune = ("temperature", "alpha")
+    stackable = True  # kdflow.stacked trains kd trials (without logit_std) as one model
+
+    def loss(self, b: Batch, hp: dict, modules) -> dict:
+        s, t = b.s_logits, b.t_logits
+        if hp["logit_std"]:
+            s, t = standardize(s.float()), standardize(t.float())
+            # CE stays on the raw logits: standardisation only shapes the soft term
+            parts = kd_loss(s, t, b.y, hp["temperature"], hp["alpha"])
+            raw = kd_loss(b.s_logits, t, b.y, hp["temperature"], 0.0)["ce"]
+            return {**parts, "loss": (1 - hp["alpha"]) * raw + hp["alpha"] * parts["kd"], "ce": raw}
+        return kd_loss(s, t, b.y, hp["temperature"], hp["alpha"])
