@@ -15,13 +15,19 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import re
+
 import jsonschema
 import yaml
 
-from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED
+from kdflow import plan
+from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED, METHODS, VECTOR_BLOCKS, feature_names
 from kdflow.tracking import redact
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+NAME = re.compile(r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*")
 
 
 class ConfigError(ValueError):
@@ -44,6 +50,17 @@ def _resolve(schema: dict, node: dict) -> dict:
     return _resolve(schema, schema["$defs"][ref.split("/")[-1]]) if ref else node
 
 
+# Keys of the one-pair configs before pairs x methods, and how to write them now.
+MOVED = {
+    "teacher": "declare pairs: [{teacher: <t>, assistants: [<a>...], student: <s>}] instead",
+    "assistants": "declare pairs: [{teacher: <t>, assistants: [<a>...], student: <s>}] instead",
+    "student": "declare pairs: [{teacher: <t>, assistants: [<a>...], student: <s>}] instead",
+    "kd": "set kd's values with methods: [{method: kd, params: {temperature: 4, alpha: 0.9}}] instead",
+    "tuning.temperature": "set a search range with methods: [{method: kd, search: {temperature: {low: 1, high: 20}}}]",
+    "tuning.alpha": "set a search range with methods: [{method: kd, search: {alpha: {low: 0, high: 1}}}]",
+}
+
+
 def _message(err: jsonschema.ValidationError, schema: dict) -> str:
     key = _key(err.absolute_path)
     node = _resolve(schema, err.schema) if isinstance(err.schema, dict) else {}
@@ -51,6 +68,8 @@ def _message(err: jsonschema.ValidationError, schema: dict) -> str:
         allowed = sorted(node.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
         where = f"{key}." if err.absolute_path else ""
+        if f"{where}{extra[0]}" in MOVED:
+            return f"config key '{where}{extra[0]}' is no longer used: {MOVED[where + extra[0]]}"
         return f"config key '{where}{extra[0]}' is not allowed; allowed keys here: {', '.join(allowed)}"
     if err.validator == "required":
         return f"config key '{key}': {err.message}"
@@ -108,24 +127,9 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
 
 
 def _check_semantics(c: dict) -> None:
+    _check_pairs(c)
+    _check_methods(c)
     models = c["models"]
-    defined = ", ".join(sorted(models))
-    chain = [("teacher", c["teacher"])]
-    chain += [(f"assistants[{i}]", n) for i, n in enumerate(c["assistants"])]
-    chain += [("student", c["student"])]
-    seen: dict[str, str] = {}
-    for key, name in chain:
-        if name not in models:
-            raise ConfigError(
-                f"config key '{key}': model {name!r} is not defined under 'models' (defined: {defined})"
-            )
-        if name in seen:
-            raise ConfigError(
-                f"config key '{key}': model {name!r} is already used as '{seen[name]}'; "
-                "teacher, assistants and student must be distinct models"
-            )
-        seen[name] = key
-
     ds = c["dataset"]
     if ds["name"] not in GENERATED:
         if not ds["root"]:
@@ -158,13 +162,6 @@ def _check_semantics(c: dict) -> None:
         if family == "cnn1d" and spec.get("kernel", 5) % 2 == 0:
             raise ConfigError(f"config key 'models.{name}.kernel': must be odd, got {spec['kernel']}")
 
-    for key in ("temperature", "alpha"):
-        r = c["tuning"][key]
-        if r["low"] > r["high"]:
-            raise ConfigError(
-                f"config key 'tuning.{key}': low ({r['low']}) must not exceed high ({r['high']})"
-            )
-
     t = c["tuning"]
     if t["workers"] > t["n_trials"]:
         raise ConfigError(
@@ -179,6 +176,129 @@ def _check_semantics(c: dict) -> None:
     existing = next(p for p in [results, *results.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
+
+
+def _check_pairs(c: dict) -> None:
+    models = c["models"]
+    defined = ", ".join(sorted(models))
+    seen: dict[tuple, int] = {}
+    for i, pair in enumerate(c["pairs"]):
+        chain = [("teacher", pair["teacher"])]
+        chain += [(f"assistants[{j}]", n) for j, n in enumerate(pair.get("assistants", []))]
+        chain += [("student", pair["student"])]
+        used: dict[str, str] = {}
+        for key, name in chain:
+            if name not in models:
+                raise ConfigError(
+                    f"config key 'pairs[{i}].{key}': model {name!r} is not defined under 'models' "
+                    f"(defined: {defined})"
+                )
+            if name in used:
+                raise ConfigError(
+                    f"config key 'pairs[{i}].{key}': model {name!r} is already this pair's "
+                    f"'{used[name]}'; a pair's teacher, assistants and student must be distinct models"
+                )
+            used[name] = key
+        names = tuple(n for _, n in chain)
+        if names in seen:
+            raise ConfigError(
+                f"config key 'pairs[{i}]': the same pair as pairs[{seen[names]}] "
+                f"({plan.ARROW.join(names)}); each pair once"
+            )
+        seen[names] = i
+
+
+def _check_methods(c: dict) -> None:
+    """Names, overrides and features of every `methods` entry, against kdflow.registry.METHODS."""
+    known = ", ".join(METHODS)
+    rows: dict[str, int] = {}
+    for i, entry in enumerate(c["methods"]):
+        key = f"methods[{i}]"
+        if isinstance(entry, dict):
+            extra = sorted(set(entry) - {"method", "name", "params", "search"})
+            if extra:
+                raise ConfigError(
+                    f"config key '{key}.{extra[0]}' is not allowed; allowed keys here: method, name, params, search"
+                )
+            if "method" not in entry:
+                raise ConfigError(f"config key '{key}': 'method' is a required property (one of: {known})")
+            for sub in ("params", "search"):
+                if not isinstance(entry.get(sub, {}), dict):
+                    raise ConfigError(f"config key '{key}.{sub}': must be a mapping of hyperparameter -> value")
+        name_key = f"{key}.method" if isinstance(entry, dict) else key
+        spec = plan.method_spec(entry)
+        if spec.method not in METHODS:
+            raise ConfigError(f"config key '{name_key}': unknown method {spec.method!r}; allowed: {known}")
+        if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name):
+            raise ConfigError(
+                f"config key '{key}.name': {spec.name!r} is not allowed (letters, digits and single underscores)"
+            )
+        if spec.name in ("scratch", "teacher"):
+            raise ConfigError(f"config key '{key}.name': {spec.name!r} is reserved for the baselines")
+        if spec.name in rows:
+            raise ConfigError(
+                f"config key '{key}': row name {spec.name!r} is already methods[{rows[spec.name]}]; "
+                "give a second entry of one method its own `name`"
+            )
+        rows[spec.name] = i
+        _check_method_values(c, key, spec)
+
+
+def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
+    info = METHODS[spec.method]
+    for p, value in spec.params.items():
+        where = f"{key}.params.{p}"
+        if p not in info.params:
+            raise ConfigError(
+                f"config key '{where}': not a hyperparameter of {spec.method!r}; allowed: {', '.join(info.params)}"
+            )
+        default = info.params[p]
+        if isinstance(default, bool) or isinstance(value, bool):
+            if not (isinstance(default, bool) and isinstance(value, bool)):
+                raise ConfigError(f"config key '{where}': {value!r} must be a {type(default).__name__}")
+        elif isinstance(default, str) or default is None:
+            if not isinstance(value, str):
+                raise ConfigError(f"config key '{where}': {value!r} must be a layer name (a string)")
+        elif not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"config key '{where}': {value!r} must be a number >= 0")
+        elif isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"config key '{where}': {value!r} must be a whole number")
+    for p, r in spec.search.items():
+        where = f"{key}.search.{p}"
+        if p not in info.tunable:
+            raise ConfigError(
+                f"config key '{where}': {spec.method!r} does not tune {p!r}; tunable: {', '.join(info.tunable)}"
+            )
+        if p in spec.params:
+            raise ConfigError(f"config key '{where}': {p!r} is fixed in params; it cannot also be searched")
+        if not isinstance(r, dict) or set(r) != {"low", "high"}:
+            raise ConfigError(f"config key '{where}': must be {{low: <number>, high: <number>}}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in r.values()):
+            raise ConfigError(f"config key '{where}': low and high must be numbers >= 0")
+        if r["low"] > r["high"]:
+            raise ConfigError(f"config key '{where}': low ({r['low']}) must not exceed high ({r['high']})")
+    if info.features is None:
+        return
+    models = c["models"]
+    for i, pair in enumerate(c["pairs"]):
+        chain = [pair["teacher"], *pair.get("assistants", []), pair["student"]]
+        for name in chain:
+            family = models[name]["family"]
+            if info.features == "map" and family in VECTOR_BLOCKS:
+                raise ConfigError(
+                    f"config key '{key}': method {spec.method!r} needs spatial feature maps, and model "
+                    f"{name!r} of pairs[{i}] (family {family!r}) gives only vectors; "
+                    f"families with maps: {', '.join(sorted(set(FAMILIES) - VECTOR_BLOCKS))}"
+                )
+        for side, names in (("student_layer", chain[1:]), ("teacher_layer", chain[:-1])):
+            layer = spec.params.get(side)
+            for name in names if layer else ():
+                allowed = feature_names(models[name])
+                if layer not in allowed:
+                    raise ConfigError(
+                        f"config key '{key}.params.{side}': model {name!r} has no feature {layer!r}; "
+                        f"allowed: {', '.join(allowed)}"
+                    )
 
 
 def _check_tracking_uri(uri: str) -> None:

@@ -69,12 +69,13 @@ class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-# An objective maps (model, x, y, idx) to a dict of named loss parts; "loss" is optimised.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
+# An objective maps (model, x, y, idx, epoch) to a dict of named loss parts; "loss" is optimised.
+# idx: the batch's indices into the training split; epoch: 1-based (warm-ups read it).
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
 
 
 def scratch_objective() -> Objective:
-    def objective(model, x, y, idx):
+    def objective(model, x, y, idx, epoch):
         return ce_loss(model(x), y)
 
     return objective
@@ -84,7 +85,7 @@ def kd_objective(teacher_logits: torch.Tensor, temperature: float, alpha: float)
     """KD against precomputed teacher logits for the training split, looked up by sample index.
     Logits read from a cache (on the CPU) move to the training device once, at the first step."""
 
-    def objective(model, x, y, idx):
+    def objective(model, x, y, idx, epoch):
         nonlocal teacher_logits
         if teacher_logits.device != idx.device:
             teacher_logits = teacher_logits.to(idx.device)
@@ -98,7 +99,7 @@ def live_kd_objective(teacher: nn.Module, temperature: float, alpha: float) -> O
     every epoch (augmentation), where cached logits would be wrong; otherwise use kd_objective."""
     teacher.eval()
 
-    def objective(model, x, y, idx):
+    def objective(model, x, y, idx, epoch):
         with torch.no_grad():
             t_logits = teacher(x)
         return kd_loss(model(x), t_logits, y, temperature, alpha)
@@ -158,7 +159,7 @@ def fingerprint(*parts: object) -> str:
 def fit(
     model: nn.Module,
     train: Split,
-    val: Split,
+    val: Split | None,
     cfg: TrainConfig,
     objective: Objective,
     *,
@@ -172,11 +173,14 @@ def fit(
 
     `run_key` identifies the run (model spec, method, T, alpha...) beyond `cfg`; together they
     decide whether an existing checkpoint belongs to this run. `stage` names the job in errors.
+    Without `val` (a method's pre-training stage, which trains no classifier) nothing is validated
+    and the weights of the last epoch are kept.
     """
     device = cfg.device
     on_cuda = torch.device(device).type == "cuda"
     model.to(device)
-    train, val = train.to(device), val.to(device)
+    train = train.to(device)
+    val = val.to(device) if val is not None else None
     flat = FlatParameters(model)  # one optimizer step over one buffer, not one per tensor
     opt = make_optimizer([flat.param], cfg)
     sched = make_scheduler(opt, cfg)
@@ -214,7 +218,7 @@ def fit(
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             with autocast:
-                parts = objective(step_model, train.x[idx], train.y[idx], idx)
+                parts = objective(step_model, train.x[idx], train.y[idx], idx, epoch)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             flat.collect_grads()
@@ -230,11 +234,13 @@ def fit(
                 f"{stage}: training loss became {metrics['train_loss']} at epoch {epoch} "
                 f"(lr={cfg.lr}, {run_key}); lower the learning rate or check T/alpha"
             )
-        v = evaluate(model, val)
-        metrics.update(val_acc=v["acc"], val_loss=v["loss"], lr=lr)
+        metrics["lr"] = lr
+        v = evaluate(model, val) if val is not None else None
+        if v is not None:
+            metrics.update(val_acc=v["acc"], val_loss=v["loss"])
         state["history"].append({"epoch": epoch, **metrics})
-        if v["acc"] > state["best_val_acc"]:
-            state.update(best_epoch=epoch, best_val_acc=v["acc"])
+        if v is None or v["acc"] > state["best_val_acc"]:
+            state.update(best_epoch=epoch, best_val_acc=v["acc"] if v else -1.0)
             state["best_state"] = copy.deepcopy(model.state_dict())
         state["epoch"] = epoch
 

@@ -14,7 +14,7 @@ holds its MLflow run id, which is how a student's run names its teacher's run (l
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from kdflow import data as datamod
 from kdflow import tracking as trk
-from kdflow.atomic import atomic_write, read_json, write_json
+from kdflow.atomic import atomic_write, read_json, sha256, write_json
 from kdflow.callbacks import Callback
 from kdflow.checkpoint import (
     CorruptFileError,
@@ -32,14 +32,9 @@ from kdflow.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from kdflow.engine import (
-    TrainConfig,
-    fingerprint,
-    fit,
-    kd_objective,
-    predict_logits,
-    scratch_objective,
-)
+from kdflow.distillation import DistillSetup
+from kdflow.engine import TrainConfig, fingerprint, fit, predict_logits, scratch_objective
+from kdflow.methods import METHODS
 from kdflow.metrics import agreement, expected_calibration_error, throughput
 from kdflow.models import build_model, count_parameters
 
@@ -65,15 +60,22 @@ class JobInfo:
     rule: str
     model: str
     role: str  # teacher | assistant | student
-    method: str  # scratch | kd | takd
+    method: str  # scratch, or the method's row name (kd, dkd, kd_ls...)
     seed: int
     edge: str = ""  # "<teacher>__<student>", or "" when trained from labels
     config_hash: str = ""
+    lineage: str = ""  # the chain it was distilled through ("t__a__s"), or "" when trained from labels
+
+    @property
+    def path(self) -> str:
+        """Its place in the results tree below the rule: "<model>" or "<method>/<lineage>"."""
+        return f"{self.method}/{self.lineage}" if self.lineage else self.model
 
     def tags(self) -> dict:
         return {
             "role": self.role,
             "method": self.method,
+            "pair": self.lineage.replace("__", " → ") if self.lineage else "none",
             "seed": self.seed,
             "edge": self.edge or "none",
             "teacher_run_id": "none",  # set by distillation jobs: the lineage
@@ -86,10 +88,12 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class TeacherRef:
-    """A teacher as a consumer sees it: its cached logits and its metadata file."""
+    """A teacher as a consumer sees it: its cached logits, its metadata file, and its model (read
+    only by methods that need its features)."""
 
     logits: Path
     fit_json: Path
+    model: Path | None = None
 
 
 def setup(threads: int, deterministic: bool = True) -> None:
@@ -111,7 +115,8 @@ class ProgressBar(Callback):
         self.bar = tqdm(total=epochs, initial=start_epoch, desc=self.desc, mininterval=2.0)
 
     def on_epoch_end(self, epoch, metrics):
-        self.bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}")
+        shown = {k: f"{metrics[k]:.3f}" for k in ("train_loss", "val_acc") if k in metrics}
+        self.bar.set_postfix(shown)
         self.bar.update(1)
 
     def on_fit_end(self, result):
@@ -136,6 +141,25 @@ def load_teacher(teacher: TeacherRef) -> tuple[dict, dict]:
     return meta, cache
 
 
+@dataclass(frozen=True)
+class MethodRef:
+    """The method a distillation job trains with: its registry name and every hyperparameter."""
+
+    method: str  # kdflow.methods.METHODS key
+    hp: dict  # resolved: the authors' defaults, the config's values, the tuned values
+
+
+def distill_setup(data: DataRef, spec: dict, teacher: TeacherRef, method: MethodRef, splits):
+    """The teacher's metadata and a DistillSetup for `method` (teacher features computed once)."""
+    train_split, _ = splits
+    shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
+    t_meta, cache = load_teacher(teacher)
+    m = METHODS[method.method]
+    t_model = load_model(teacher.model, t_meta["model_sha256"]) if m.feature_kind else None
+    setup = DistillSetup.build(m, method.hp, spec, shape, n_cls, t_model, train_split.x, cache["train"])
+    return t_meta, setup
+
+
 def train(
     *,
     data: DataRef,
@@ -145,33 +169,46 @@ def train(
     out_dir: Path,
     tracking: trk.TrackingSpec,
     teacher: TeacherRef | None = None,
-    kd_params: dict | None = None,
+    method: MethodRef | None = None,
+    pretrained: Path | None = None,
     resolved_config: dict | None = None,
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> dict:
-    """Train one model (from labels, or distilled when `teacher` is given); write into out_dir:
-    model.pt, history.parquet, fit.json; checkpoint.pt is the resumable state (not an output)."""
+    """Train one model from labels or, given `teacher` and `method`, distil it (starting from the
+    method's `pretrained` stage, if it has one); write into out_dir: model.pt, history.parquet,
+    fit.json; checkpoint.pt is the resumable state (not an output)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_split, val_split = data.load("train"), data.load("val")
     shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec, shape, n_cls)
-
-    params = {"model_spec": json.dumps(spec), "num_params": count_parameters(model), **asdict(cfg)}
     tags = info.tags()
     # A checkpoint resumes only the run it was written for, on the same data and split.
     data_hash = datamod.content_hash(train_split, val_split)[:16]
     if teacher is None:
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec, shape, n_cls)
         objective, run_key = scratch_objective(), json.dumps([spec, info.method, data_hash])
+        method_params = {}
     else:
-        t_meta, cache = load_teacher(teacher)
-        T, alpha = kd_params["temperature"], kd_params["alpha"]
-        objective = kd_objective(cache["train"], T, alpha)
-        run_key = json.dumps([spec, info.method, data_hash, T, alpha, t_meta["model_sha256"]])
-        params.update(temperature=T, alpha=alpha, teacher=t_meta["model"])
+        t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
+        model = setup.distiller(method.hp, cfg.seed, len(train_split))
+        start = "none"
+        if pretrained is not None:
+            model.load_state_dict(load_checkpoint(pretrained)["distiller"])
+            start = sha256(pretrained)
+        objective = setup.objective(method.hp)
+        run_key = json.dumps(
+            [spec, info.method, method.method, method.hp, data_hash, t_meta["model_sha256"], start],
+            default=str,
+        )
+        method_params = {"method_name": method.method, **method.hp}
         tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
 
-    name = f"{info.rule}/{info.edge or info.model}/seed{info.seed}"
+    student = model.student if teacher is not None else model
+    params = {"model_spec": json.dumps(spec), "num_params": count_parameters(student), **asdict(cfg)}
+    params.update(method_params)
+    if teacher is not None:
+        params["teacher"] = t_meta["model"]
+    name = f"{info.rule}/{info.path}/seed{info.seed}"
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
         result = fit(
             model,
@@ -185,22 +222,24 @@ def train(
             run_key=run_key,
             stage=name,
         )
-        model_sha = save_model(out_dir / "model.pt", result.model, spec, shape, n_cls)
+        best = result.model.student if teacher is not None else result.model
+        model_sha = save_model(out_dir / "model.pt", best, spec, shape, n_cls)
         _write_history(result.history, out_dir / "history.parquet")
         meta = {
             "model": info.model,
             "role": info.role,
             "method": info.method,
+            "lineage": info.lineage or info.model,
             "seed": info.seed,
             "edge": info.edge,
             "spec": spec,
-            "num_params": count_parameters(result.model),
+            "num_params": count_parameters(best),
             "best_epoch": result.best_epoch,
             "best_val_acc": result.best_val_acc,
             "model_sha256": model_sha,
             "mlflow_run_id": run.run_id,
             "teacher_run_id": tags.get("teacher_run_id"),
-            **({"temperature": T, "alpha": alpha} if teacher is not None else {}),
+            "hp": method.hp if method is not None else {},
         }
         write_json(out_dir / "fit.json", meta)
         run.set_tags({"model_sha256": model_sha})
@@ -210,8 +249,51 @@ def train(
         if resolved_config is not None:
             write_json(out_dir / "config.resolved.json", trk.redact_config(resolved_config))
             run.log_artifact(out_dir / "config.resolved.json")
-        run.log_model(result.model)
+        run.log_model(best)
     return meta
+
+
+def pretrain(
+    *,
+    data: DataRef,
+    spec: dict,
+    cfg: TrainConfig,
+    info: JobInfo,
+    out: Path,
+    tracking: trk.TrackingSpec,
+    teacher: TeacherRef,
+    method: MethodRef,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+) -> None:
+    """A method's stage before student training (FT's paraphraser, AB's and FSP's initialisation):
+    train what the method's `pretrain` names for its epochs on the training split, without
+    validation, and write the student and modules as they end to `out` (a resume checkpoint
+    beside it makes it killable like any training job)."""
+    train_split, val_split = data.load("train"), data.load("val")
+    t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
+    m = METHODS[method.method]
+    d = setup.distiller(method.hp, cfg.seed, len(train_split))
+    trains = d if m.pretrain.trains == "student" else d.extra
+    stage_cfg = replace(cfg, epochs=int(method.hp[m.pretrain.epochs]))
+    data_hash = datamod.content_hash(train_split, val_split)[:16]
+    run_key = json.dumps([spec, method.method, method.hp, data_hash, t_meta["model_sha256"]], default=str)
+    name = f"{info.rule}/{info.path}/seed{info.seed}"
+    tags = {**info.tags(), "teacher_run_id": t_meta.get("mlflow_run_id") or "none"}
+    params = {"method_name": method.method, **method.hp, **asdict(stage_cfg), "trains": m.pretrain.trains}
+    with trk.open_run(tracking, name, tags, params, output=str(out.parent)) as run:
+        fit(
+            trains,
+            train_split,
+            None,
+            stage_cfg,
+            setup.objective(method.hp, pretrain_of=d),
+            callbacks=[ProgressBar(name), trk.MetricsCallback(run)],
+            checkpoint=out.parent / "checkpoint.pt",
+            checkpoint_every_s=checkpoint_every_s,
+            run_key=run_key,
+            stage=name,
+        )
+        save_checkpoint(out, {"distiller": d.cpu().state_dict(), "method": method.method})
 
 
 def _write_history(history: list[dict], path: Path) -> None:
@@ -260,7 +342,7 @@ def evaluate(
         t_meta = read_json(teacher_fit_json)
         t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test.x)
         metrics["teacher_agreement"] = agreement(logits, t_logits)
-    row = {**{k: meta.get(k) for k in _ROW_KEYS}, **metrics}
+    row = {**{k: meta.get(k) for k in _ROW_KEYS}, **meta.get("hp", {}), **metrics}
     write_json(out, row)
     run = trk.attach_run(tracking, meta.get("mlflow_run_id"))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
@@ -273,12 +355,11 @@ _ROW_KEYS = (
     "model",
     "role",
     "method",
+    "lineage",
     "seed",
     "edge",
     "best_val_acc",
     "best_epoch",
-    "temperature",
-    "alpha",
     "mlflow_run_id",
     "teacher_run_id",
 )

@@ -1,62 +1,100 @@
-"""The experiment's structure as pure functions of the validated config: the chain, the edges,
-what each trained model is (role, method) and which model it learns from.
+"""The experiment's structure as pure functions of the validated config: pairs, methods, and the
+models each seed trains.
 
-    chain(cfg)            # ["teacher", "assistant", "student"]
-    edges(cfg)            # every distillation edge: the assistant chain, then kd and takd
-    teacher_of(cfg, m)    # None for the teacher; the previous chain member for an assistant
+    pairs(cfg)             # [Pair(("big", "small")), Pair(("big", "mid", "small"))]
+    methods(cfg)           # [MethodSpec(name="kd", method="kd", params={}, search={}), ...]
+    lineages(cfg)          # every distilled model: "big__small", "big__mid", "big__mid__small"
+    scratch_models(cfg)    # trained from labels: every pair's teacher and student
 
-A distillation edge `teacher -> student` is one kind of job whatever the roles: assistant
-distillation and student distillation differ only in the names on the edge.
+A distilled model is named by its lineage, the chain of models it was distilled through
+("big__mid__small": small distilled from mid, itself distilled from big), and the method used on
+every edge of that chain. A model distilled along the same chain by the same method is trained once
+however many pairs mention it. Assistant distillation and student distillation are the same job:
+an edge `teacher -> student` is an edge whatever the roles.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-SEP = "__"  # edge names are "<teacher>__<student>"; model names cannot contain it (schema)
+SEP = "__"  # lineages are names joined by SEP; model names cannot contain it (schema)
+ARROW = " → "
 
 
 @dataclass(frozen=True)
-class Edge:
-    teacher: str
-    student: str
+class Pair:
+    chain: tuple[str, ...]  # teacher, assistants..., student
 
     @property
-    def name(self) -> str:
-        return f"{self.teacher}{SEP}{self.student}"
+    def lineage(self) -> str:
+        return SEP.join(self.chain)
+
+    @property
+    def label(self) -> str:
+        return ARROW.join(self.chain)
 
 
-def chain(cfg: dict) -> list[str]:
-    return [cfg["teacher"], *cfg["assistants"], cfg["student"]]
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the experiment: a registry method under a row name, with its overrides."""
+
+    name: str  # the row label, used in paths
+    method: str  # the kdflow.methods registry name
+    params: dict = field(default_factory=dict)  # fixed values (not tuned)
+    search: dict = field(default_factory=dict)  # tuned value -> {low, high}
 
 
-def edges(cfg: dict) -> list[Edge]:
-    """Assistant chain edges, the kd edge (teacher -> student) and, with assistants, the takd edge."""
-    c = chain(cfg)
-    out = [Edge(a, b) for a, b in zip(c[:-2], c[1:-1])]  # teacher -> ... -> last assistant
-    out.append(Edge(cfg["teacher"], cfg["student"]))
-    if cfg["assistants"]:
-        out.append(Edge(cfg["assistants"][-1], cfg["student"]))
-    return out
+def pairs(cfg: dict) -> list[Pair]:
+    return [Pair((p["teacher"], *p.get("assistants", []), p["student"])) for p in cfg["pairs"]]
 
 
-def teacher_of(cfg: dict, model: str) -> str | None:
-    """The model a non-student chain member is distilled from (None: trained from labels)."""
-    c = chain(cfg)[:-1]
-    i = c.index(model)
-    return c[i - 1] if i else None
+def method_spec(entry: str | dict) -> MethodSpec:
+    """A `methods` entry as written (a name, or {method, name, params, search})."""
+    if isinstance(entry, str):
+        return MethodSpec(entry, entry)
+    return MethodSpec(
+        entry.get("name", entry["method"]), entry["method"], entry.get("params", {}), entry.get("search", {})
+    )
 
 
-def role(cfg: dict, model: str) -> str:
-    if model == cfg["teacher"]:
-        return "teacher"
-    return "student" if model == cfg["student"] else "assistant"
+def methods(cfg: dict) -> list[MethodSpec]:
+    return [method_spec(e) for e in cfg["methods"]]
 
 
-def method(cfg: dict, teacher: str | None, student: str) -> str:
-    """scratch (no teacher), kd (from the teacher itself) or takd (through assistants)."""
-    if teacher is None:
-        return "scratch"
-    if student == cfg["student"] and teacher != cfg["teacher"]:
-        return "takd"
-    return "kd"
+def method_by_name(cfg: dict, name: str) -> MethodSpec:
+    return next(m for m in methods(cfg) if m.name == name)
+
+
+def lineages(cfg: dict) -> list[str]:
+    """Every distilled model's lineage, chain prefixes first, each once."""
+    out: dict[str, None] = {}
+    for p in pairs(cfg):
+        for k in range(2, len(p.chain) + 1):
+            out[SEP.join(p.chain[:k])] = None
+    return list(out)
+
+
+def scratch_models(cfg: dict) -> list[str]:
+    """Models trained from labels: every pair's teacher, and its student (the scratch baseline)."""
+    return list(dict.fromkeys(n for p in pairs(cfg) for n in (p.chain[0], p.chain[-1])))
+
+
+def split(lineage: str) -> list[str]:
+    return lineage.split(SEP)
+
+
+def teacher_lineage(lineage: str) -> str:
+    """The lineage of the model `lineage` was distilled from: one name when that is a teacher."""
+    return SEP.join(split(lineage)[:-1])
+
+
+def student(lineage: str) -> str:
+    return split(lineage)[-1]
+
+
+def role(cfg: dict, lineage: str) -> str:
+    """teacher / student (of some pair) / assistant, by the model's place in the lineage."""
+    chain = split(lineage)
+    if len(chain) == 1:
+        return "teacher" if any(p.chain[0] == chain[0] for p in pairs(cfg)) else "student"
+    return "student" if any(p.lineage == lineage for p in pairs(cfg)) else "assistant"

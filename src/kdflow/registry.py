@@ -1,8 +1,12 @@
 """What exists, by name, without importing torch: config validation runs when Snakemake parses
-the workflow, and importing torch there would cost every `snakemake` call ~3 s.
+the workflow, and importing torch there would cost every `snakemake` call ~1.5-3 s.
 
-tests/test_registry.py checks these against the real loaders and model constructors.
+tests/test_registry.py checks these against the real loaders, model constructors and methods.
 """
+
+from __future__ import annotations
+
+from typing import NamedTuple
 
 # dataset -> rank of one input (1: a signal (L,), 3: an image (C, H, W))
 DATASET_RANK = {"mnist1d": 1, "mnist": 3, "cifar10": 3}
@@ -15,3 +19,34 @@ FAMILIES = {
     "cnn2d": (3, ("channels", "layers")),
     "resnet": (3, ("depth", "width")),
 }
+# families whose blocks are vectors (B, D); the others' blocks are feature maps (B, C, *spatial)
+VECTOR_BLOCKS = {"mlp"}
+
+
+def feature_names(spec: dict) -> list[str]:
+    """The names `forward_features` gives for a model spec: block<i>, block<i>_pre, penultimate."""
+    n = {
+        "mlp": len(spec.get("hidden", [64])),
+        "cnn1d": spec.get("layers", 3),
+        "cnn2d": spec.get("layers", 4),
+        "resnet": 3,
+    }[spec["family"]]
+    return [f"block{i}{s}" for i in range(1, n + 1) for s in ("", "_pre")] + ["penultimate"]
+
+
+class MethodInfo(NamedTuple):
+    """A method as config validation and the DAG see it (kdflow.methods.base.Method has the rest)."""
+
+    features: str | None  # None: logits only; "map": spatial feature maps; "any": maps or vectors
+    pretrain: bool  # has a stage before student training (a `pretrain` rule)
+    params: dict  # hyperparameter -> default (its type is the type a config value must have)
+    tune: tuple[str, ...]  # tuned by default
+    tunable: tuple[str, ...]  # may be tuned (have a search range)
+
+
+METHODS: dict[str, MethodInfo] = {
+    "kd": MethodInfo(
+        None, False, {"temperature": 4.0, "alpha": 0.9, "logit_std": False}, ("temperature", "alpha"),
+        ("temperature", "alpha"),
+    ),
+}  # fmt: skip

@@ -21,10 +21,12 @@ import torch
 
 from kdflow import devices, plan
 from kdflow.engine import TrainConfig
-from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, TeacherRef, config_hash, setup
+from kdflow.atomic import read_json
+from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, MethodRef, TeacherRef, config_hash, setup
+from kdflow.methods import METHODS
 from kdflow.tracking import TrackingSpec, redact, secret_values
 from kdflow.tune_jobs import TuningStudy
-from kdflow.tuning import PrunerConfig, SearchSpace
+from kdflow.tuning import PrunerConfig, Range
 
 
 class _Redacting:
@@ -100,26 +102,48 @@ def job_info(config: dict, rule: str, model: str, role: str, method: str, seed, 
     return JobInfo(rule, model, role, method, int(seed), edge, config_hash(config))
 
 
-def edge_job_info(config: dict, rule: str, teacher: str, student: str, seed) -> JobInfo:
-    """A distillation edge's job: the student's role, the method the edge implies (kd/takd)."""
-    return job_info(
-        config,
-        rule,
-        student,
-        plan.role(config, student),
-        plan.method(config, teacher, student),
-        seed,
-        edge=f"{teacher}{plan.SEP}{student}",
+def edge_job_info(config: dict, rule: str, method: str, lineage: str, seed) -> JobInfo:
+    """A distillation job: the last model of `lineage`, distilled by the row `method`."""
+    chain = plan.split(lineage)
+    return replace(
+        job_info(config, rule, chain[-1], plan.role(config, lineage), method, seed, plan.SEP.join(chain[-2:])),
+        lineage=lineage,
     )
+
+
+def teacher_ref(inputs) -> TeacherRef:
+    """The teacher files a rule's input functions name (common.smk: get_teacher)."""
+    return TeacherRef(Path(inputs["teacher_logits"]), Path(inputs["teacher_fit"]), Path(inputs["teacher_model"]))
+
+
+def method_ref(config: dict, name: str, tuned_file: str | None = None) -> MethodRef:
+    """The row `name`'s method with every hyperparameter: the authors' defaults, the config's
+    `params`, then the values its study chose (best_params.json), when it was tuned."""
+    spec = plan.method_by_name(config, name)
+    hp = METHODS[spec.method].resolve(spec.params)
+    if tuned_file:
+        best = read_json(tuned_file)["params"]
+        hp.update({k: v for k, v in best.items() if k in hp})
+    return MethodRef(spec.method, hp)
 
 
 def tracking_spec(config: dict) -> TrackingSpec:
     return TrackingSpec.from_config(config)
 
 
-def search_space(config: dict) -> SearchSpace:
-    t, a = config["tuning"]["temperature"], config["tuning"]["alpha"]
-    return SearchSpace(t["low"], t["high"], a["low"], a["high"])
+def search_space(config: dict, name: str) -> dict[str, Range]:
+    """What the row `name`'s study tunes: the method's tuned values less those the config fixes,
+    each over the method's range or the config's `search` range."""
+    spec = plan.method_by_name(config, name)
+    method = METHODS[spec.method]
+    space = {}
+    for p in method.tune:
+        if p in spec.params:
+            continue
+        declared = method.params[p]
+        r = spec.search.get(p, {"low": declared.low, "high": declared.high})
+        space[p] = Range(float(r["low"]), float(r["high"]), declared.log)
+    return space
 
 
 def pruner_config(config: dict, model: str) -> PrunerConfig:
@@ -129,20 +153,22 @@ def pruner_config(config: dict, model: str) -> PrunerConfig:
     return PrunerConfig(n_startup_trials=p["n_startup_trials"], n_warmup_steps=warmup)
 
 
-def tuning_study(
-    config: dict, rule: str, teacher: str, student: str, paths: dict, on_device: bool
-) -> TuningStudy:
-    """An edge's study as its jobs see it. `paths`: data, teacher_logits, teacher_fit, journal.
-    `on_device`: the job trains (a worker), so it takes a GPU slot; the others run on the CPU."""
+def tuning_study(config: dict, rule: str, method: str, lineage: str, paths, on_device: bool) -> TuningStudy:
+    """An edge's study as its jobs see it. `paths`: data, teacher_logits, teacher_fit,
+    teacher_model, journal, and pretrain for a method with a pre-training stage. `on_device`: the
+    job trains (a worker), so it takes a GPU slot; the others run on the CPU."""
     seed = config["tuning"]["seed"]
+    student = plan.student(lineage)
     settings = train_config if on_device else train_settings
     return TuningStudy(
         data=data_ref(config, paths["data"]),
         spec=config["models"][student],
         cfg=settings(config, seed, student),
-        info=edge_job_info(config, rule, teacher, student, seed),
-        teacher=TeacherRef(Path(paths["teacher_logits"]), Path(paths["teacher_fit"])),
-        space=search_space(config),
+        info=edge_job_info(config, rule, method, lineage, seed),
+        teacher=teacher_ref(paths),
+        method=method_ref(config, method),
+        pretrained=Path(paths["pretrain"]) if "pretrain" in paths.keys() else None,
+        space=search_space(config, method),
         n_trials=config["tuning"]["n_trials"],
         pruner=pruner_config(config, student),
         journal=Path(paths["journal"]),

@@ -1,11 +1,12 @@
 """Training a batch of Optuna trials for one edge: as one stacked model, or one by one.
 
-    ctx = TrialContext(spec=..., train=..., val=..., cfg=..., teacher_logits=..., ...)
+    ctx = TrialContext(setup=..., hp=..., train=..., val=..., cfg=..., ...)
     train_batch = stacked_trainer(ctx) if stackable(ctx) else sequential_trainer(ctx)
     run_study(..., train_batch=train_batch, batch_size=8)
 
-Both give every trial the same start (the training seed's initial weights and batch order), so a
-trial's value depends only on its (T, alpha); each trial is a nested MLflow run under the tuning
+Both give every trial the same start (the training seed's initial weights, the method's modules
+and pre-trained state, and the batch order), so a trial's value depends only on its tuned values;
+each trial is a nested MLflow run under the tuning
 run, ending FINISHED, or KILLED with a `pruned_reason` tag when pruned or diverged.
 """
 
@@ -19,8 +20,8 @@ import torch
 from kdflow import tracking as trk
 from kdflow.callbacks import Callback
 from kdflow.data import Split
-from kdflow.engine import DivergenceError, TrainConfig, fit, kd_objective
-from kdflow.models import build_model
+from kdflow.distillation import DistillSetup, Distiller
+from kdflow.engine import DivergenceError, TrainConfig, fit
 from kdflow.stacked import can_stack, fit_stacked, stack
 from kdflow.tuning import TrainBatch, should_prune
 
@@ -29,36 +30,41 @@ from kdflow.tuning import TrainBatch, should_prune
 class TrialContext:
     """What every trial of one edge shares."""
 
-    spec: dict
-    input_shape: tuple[int, ...]
-    num_classes: int
+    setup: DistillSetup  # the method, the student's spec, the teacher's outputs (computed once)
+    hp: dict  # the method's values that are not tuned
+    pretrained: dict | None  # the distiller's state after the method's pre-training stage
     train: Split
     val: Split
     cfg: TrainConfig
-    teacher_logits: torch.Tensor  # (N_train, C), computed once from the teacher
     tracking: trk.TrackingSpec
     tags: dict
     parent_run_id: str | None
     name: str  # "tune/<edge>", prefix of the trials' run names
     journal: str  # with the trial number: the trial runs' output key
 
-    def new_student(self):
-        torch.manual_seed(self.cfg.seed)
-        return build_model(self.spec, self.input_shape, self.num_classes)
+    def new_distiller(self, values: dict) -> Distiller:
+        d = self.setup.distiller({**self.hp, **values}, self.cfg.seed, len(self.train))
+        if self.pretrained is not None:
+            d.load_state_dict(self.pretrained)
+        return d
 
-    def open_trial_run(self, trial: optuna.Trial, temperature: float, alpha: float) -> trk.Run:
+    def open_trial_run(self, trial: optuna.Trial, values: dict) -> trk.Run:
         return trk.open_run(
             self.tracking,
             f"{self.name}/trial{trial.number}",
             {**self.tags, "optuna_trial": trial.number},
-            {"temperature": temperature, "alpha": alpha},
+            values,
             output=f"{self.journal}#{trial.number}",
             parent_run_id=self.parent_run_id,
         )
 
 
 def stackable(ctx: TrialContext) -> bool:
-    return can_stack(ctx.new_student())
+    """Trials can train as one stacked model: kd without logit standardisation (the stacked loop
+    computes kd's loss itself), on a family kdflow.stacked can stack."""
+    return (
+        ctx.setup.method.stackable and not ctx.hp.get("logit_std") and can_stack(ctx.new_distiller({}).student)
+    )
 
 
 def _close(run: trk.Run, best_val_acc: float, stopped: str) -> float | str:
@@ -75,8 +81,8 @@ def stacked_trainer(ctx: TrialContext) -> TrainBatch:
     """All trials of a batch in one stacked model (kdflow.stacked)."""
 
     def train_batch(trials, params):
-        stacked = stack([ctx.new_student() for _ in trials])
-        runs = [ctx.open_trial_run(t, temp, a) for t, (temp, a) in zip(trials, params)]
+        stacked = stack([ctx.new_distiller(p).student for p in params])
+        runs = [ctx.open_trial_run(t, p) for t, p in zip(trials, params)]
 
         def on_epoch(epoch, metrics, live):
             stops = {}
@@ -86,11 +92,12 @@ def stacked_trainer(ctx: TrialContext) -> TrainBatch:
                     stops[i] = reason
             return stops
 
-        temps = torch.tensor([p[0] for p in params])
-        alphas = torch.tensor([p[1] for p in params])
+        values = [{**ctx.hp, **p} for p in params]
+        temps = torch.tensor([v["temperature"] for v in values])
+        alphas = torch.tensor([v["alpha"] for v in values])
         try:
             results = fit_stacked(
-                stacked, ctx.train, ctx.val, ctx.cfg, ctx.teacher_logits, temps, alphas, on_epoch
+                stacked, ctx.train, ctx.val, ctx.cfg, ctx.setup.teacher.logits, temps, alphas, on_epoch
             )
         except BaseException:
             for run in runs:
@@ -127,16 +134,16 @@ def sequential_trainer(ctx: TrialContext) -> TrainBatch:
 
     def train_batch(trials, params):
         outcomes = []
-        for trial, (temp, alpha) in zip(trials, params):
-            run = ctx.open_trial_run(trial, temp, alpha)
+        for trial, values in zip(trials, params):
+            run = ctx.open_trial_run(trial, values)
             seen = _Accuracies()
             try:
                 result = fit(
-                    ctx.new_student(),
+                    ctx.new_distiller(values),
                     ctx.train,
                     ctx.val,
                     ctx.cfg,
-                    kd_objective(ctx.teacher_logits, temp, alpha),
+                    ctx.setup.objective({**ctx.hp, **values}),
                     callbacks=[trk.MetricsCallback(run), seen, _PruneCallback(trial)],
                     stage=f"{ctx.name}/trial{trial.number}",
                 )

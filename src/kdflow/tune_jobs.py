@@ -1,4 +1,4 @@
-"""One edge's Optuna study of (T, alpha) as three kinds of pipeline job.
+"""One edge's Optuna study of a method's hyperparameters as three kinds of pipeline job.
 
     start_tuning(study, out=run.json)                 create the study and its MLflow tuning run
     tune_worker(study, run_file, worker=k, ...)       k = 0..tune_workers-1, in parallel: trials
@@ -20,15 +20,16 @@ from pathlib import Path
 
 from kdflow import data as datamod
 from kdflow import tracking as trk
-from kdflow.atomic import atomic_write, read_json, write_json
+from kdflow.atomic import atomic_write, read_json, sha256, write_json
 from kdflow.engine import TrainConfig, fingerprint
-from kdflow.jobs import DataRef, JobInfo, TeacherRef, load_teacher
+from kdflow.checkpoint import load_checkpoint
+from kdflow.jobs import DataRef, JobInfo, MethodRef, TeacherRef, distill_setup, load_teacher
 from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
 from kdflow.tuning import (
     FINISHED,
     WORKER,
     PrunerConfig,
-    SearchSpace,
+    Space,
     best_params,
     check_complete,
     count_finished,
@@ -47,7 +48,9 @@ class TuningStudy:
     cfg: TrainConfig  # how every trial trains the student
     info: JobInfo
     teacher: TeacherRef
-    space: SearchSpace
+    method: MethodRef  # hp: every value but the tuned ones
+    pretrained: Path | None  # the method's pre-training stage output, for methods that have one
+    space: Space
     n_trials: int
     pruner: PrunerConfig
     journal: Path
@@ -55,7 +58,12 @@ class TuningStudy:
 
     @property
     def run_name(self) -> str:
-        return f"tune/{self.info.edge}"
+        return f"tune/{self.info.path}"
+
+    @property
+    def fixed(self) -> dict:
+        """The method's values that the study does not tune."""
+        return {k: v for k, v in self.method.hp.items() if k not in self.space}
 
     def tags(self, teacher_meta: dict) -> dict:
         return {**self.info.tags(), "teacher_run_id": teacher_meta.get("mlflow_run_id") or "none"}
@@ -71,17 +79,21 @@ def start_tuning(study: TuningStudy, out: Path) -> dict:
     # Not the device: a study continued on another device is the same study.
     settings = {k: v for k, v in asdict(study.cfg).items() if k != "device"}
     data_hash = datamod.content_hash(train_split, val_split)
+    space = {k: asdict(r) for k, r in study.space.items()}
+    pre = sha256(study.pretrained) if study.pretrained else None
     key = fingerprint(
-        settings, study.spec, t_meta["model_sha256"], data_hash, asdict(study.space), asdict(study.pruner)
-    )
-    name = f"{study.info.edge}-{key[:8]}"
+        settings, study.spec, t_meta["model_sha256"], data_hash, space, asdict(study.pruner),
+        study.method.method, study.fixed, pre,
+    )  # fmt: skip
+    name = f"{study.info.path}-{key[:8]}"
     open_study(study.journal, name, study.cfg.seed, study.pruner)
     params = {"model_spec": json.dumps(study.spec), "n_trials": study.n_trials, **settings}
+    ranges = {f"search_{k}": f"[{r.low}, {r.high}]{' log' if r.log else ''}" for k, r in study.space.items()}
     run = trk.open_run(
         study.tracking,
         study.run_name,
         study.tags(t_meta),
-        {**params, **asdict(study.space)},
+        {**params, "method_name": study.method.method, **study.fixed, **ranges},
         output=str(out.parent),
     )  # ended by select_best, after the workers
     record = {"study": name, "journal": str(study.journal), "run_id": run.run_id}
@@ -97,8 +109,8 @@ def tune_worker(
     student's family allows it (kdflow.stacked), at most an even share of the study per worker."""
     started = read_json(run_file)
     train_split, val_split = study.data.load("train"), study.data.load("val")
-    shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
-    t_meta, cache = load_teacher(study.teacher)
+    t_meta, setup = distill_setup(study.data, study.spec, study.teacher, study.method, (train_split, val_split))
+    pretrained = load_checkpoint(study.pretrained)["distiller"] if study.pretrained else None
     tags = {**study.tags(t_meta), "tune_worker": worker}
     name = f"{study.run_name}/worker{worker}"
     params = {"worker": worker, "n_workers": n_workers, "parallel_trials": parallel_trials}
@@ -106,7 +118,7 @@ def tune_worker(
         study.tracking, name, tags, params, output=str(out.with_suffix("")), parent_run_id=started["run_id"]
     ) as run:
         ctx = TrialContext(
-            study.spec, shape, n_cls, train_split, val_split, study.cfg, cache["train"],
+            setup, study.fixed, pretrained, train_split, val_split, study.cfg,
             study.tracking, tags, run.run_id, study.run_name, str(study.journal),
         )  # fmt: skip
         stacked = parallel_trials > 1 and stackable(ctx)
@@ -137,7 +149,7 @@ def tune_worker(
 
 def select_best(study: TuningStudy, run_file: Path, out_params: Path, out_trials: Path) -> dict:
     """Check the finished study (exactly `n_trials` finished, none running), write its best
-    (T, alpha) and every trial, and end the edge's tuning run with them."""
+    values and every trial, and end the edge's tuning run with them."""
     started = read_json(run_file)
     result = open_study(study.journal, started["study"], study.cfg.seed, study.pruner)
     check_complete(result, study.n_trials, study.journal)
@@ -147,7 +159,7 @@ def select_best(study: TuningStudy, run_file: Path, out_params: Path, out_trials
         frame.to_parquet(tmp, index=False)
     write_json(out_params, {**best, "edge": study.info.edge, "study": started["study"]})
     run = trk.attach_run(study.tracking, started["run_id"])
-    run.log_params({"best_temperature": best["temperature"], "best_alpha": best["alpha"]})
+    run.log_params({f"best_{k}": v for k, v in best["params"].items()})
     run.log_metrics({"best_val_acc": best["val_acc"], "n_finished": count_finished(result)})
     run.log_artifact(out_params)
     run.log_artifact(out_trials)

@@ -1,10 +1,11 @@
-"""Optuna search of the KD temperature T and weight alpha for one distillation edge.
+"""Optuna search of a method's hyperparameters (kd: the temperature T and weight alpha) for one
+distillation edge.
 
-    space = SearchSpace(t_low=1, t_high=20, a_low=0, a_high=1)
-    study = run_study(journal, "teacher__student", space, n_trials=16, seed=0,
+    space = {"temperature": Range(1, 20, log=True), "alpha": Range(0, 1)}
+    study = run_study(journal, "kd/teacher__student", space, n_trials=16, seed=0,
                       pruner=PrunerConfig(), train_batch=train_batch, batch_size=8)
 
-The objective is the best validation accuracy of a student trained with (T, alpha): the test split
+The objective is the best validation accuracy of a student trained with those values: the test split
 never enters. Sampling is seeded TPE; a MedianPruner watches per-epoch validation accuracy. A
 trial whose loss diverges is pruned with the reason in its user attribute `pruned_reason`.
 
@@ -18,7 +19,7 @@ against `n_trials`, so the study ends with exactly `n_trials` finished trials wh
 worker count. A trial records the worker that claimed it (user attribute `worker`). A worker that
 starts again after a kill fails the RUNNING trials it left (no other live process can own them:
 Snakemake runs one instance of a job), and those of workers that no longer exist, and queues their
-(T, alpha) to be retried first: a kill does not change which points the study explores. RUNNING
+values to be retried first: a kill does not change which points the study explores. RUNNING
 trials of the other workers are left alone: they are alive.
 """
 
@@ -40,11 +41,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    t_low: float = 1.0
-    t_high: float = 20.0
-    a_low: float = 0.0
-    a_high: float = 1.0
+class Range:
+    """One tuned hyperparameter's search range."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+# Name -> range. The default is kd's, the first method tuned here.
+Space = dict[str, Range]
+KD_SPACE: Space = {"temperature": Range(1.0, 20.0, log=True), "alpha": Range(0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def _is_stale(trial: optuna.trial.FrozenTrial, worker: int, n_workers: int) -> b
     return owner is None or owner == worker or owner >= n_workers
 
 
-def fail_stale_trials(study: optuna.Study, worker: int, n_workers: int) -> int:
+def fail_stale_trials(study: optuna.Study, worker: int, n_workers: int, space: Space = KD_SPACE) -> int:
     """Mark FAIL the RUNNING trials a killed earlier run of `worker` left (or a worker beyond
     `n_workers`, which no longer runs) and queue their parameters again. Call under claim_lock."""
     stale = [
@@ -110,19 +117,19 @@ def fail_stale_trials(study: optuna.Study, worker: int, n_workers: int) -> int:
     ]
     for t in stale:
         study.tell(t.number, state=TrialState.FAIL)
-        _retry(study, t.params, t.number)
+        _retry(study, t.params, t.number, space)
     return len(stale)
 
 
-def _retry(study: optuna.Study, params: dict, number: int) -> None:
-    if len(params) == 2:  # killed after drawing (T, alpha); otherwise nothing to repeat
+def _retry(study: optuna.Study, params: dict, number: int, space: Space) -> None:
+    if set(params) == set(space):  # killed after drawing its values; otherwise nothing to repeat
         study.enqueue_trial(params, user_attrs={RETRY_OF: number})
 
 
 def claim_trials(
-    study: optuna.Study, space: SearchSpace, n_trials: int, seed: int, worker: int, most: int
-) -> list[tuple[optuna.Trial, tuple[float, float]]]:
-    """Ask up to `most` trials with their (T, alpha), as many as the study still lacks: queued
+    study: optuna.Study, space: Space, n_trials: int, seed: int, worker: int, most: int
+) -> list[tuple[optuna.Trial, dict[str, float]]]:
+    """Ask up to `most` trials with their values, as many as the study still lacks: queued
     retries first (study.ask takes WAITING trials first), then TPE draws. Call under claim_lock, so
     that two workers never both take the last places. Empty when finished + running = n_trials."""
     claimed = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
@@ -138,22 +145,19 @@ def claim_trials(
         study.sampler = optuna.samplers.TPESampler(seed=seed + number, constant_liar=True)
         t = study.ask()
         t.set_user_attr(WORKER, worker)
-        params = (
-            t.suggest_float("temperature", space.t_low, space.t_high, log=True),
-            t.suggest_float("alpha", space.a_low, space.a_high),
-        )
+        params = {name: t.suggest_float(name, r.low, r.high, log=r.log) for name, r in space.items()}
         claims.append((t, params))
     return claims
 
 
-# train_batch(trials, [(T, alpha), ...]) -> per trial: its value, or the reason it was pruned (str)
-TrainBatch = Callable[[list[optuna.Trial], list[tuple[float, float]]], list[float | str]]
+# train_batch(trials, [{name: value}, ...]) -> per trial: its value, or the reason it was pruned (str)
+TrainBatch = Callable[[list[optuna.Trial], list[dict[str, float]]], list[float | str]]
 
 
 def run_study(
     journal: Path,
     name: str,
-    space: SearchSpace,
+    space: Space,
     n_trials: int,
     seed: int,
     pruner: PrunerConfig,
@@ -173,7 +177,7 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(journal, name, seed, pruner)
     with claim_lock(journal):
-        fail_stale_trials(study, worker, n_workers)
+        fail_stale_trials(study, worker, n_workers, space)
     while True:
         with claim_lock(journal):
             claims = claim_trials(study, space, n_trials, seed, worker, batch_size)
@@ -186,7 +190,7 @@ def run_study(
             with claim_lock(journal):  # so the retries are claimed before any fresh draw
                 for t in trials:
                     study.tell(t, state=TrialState.FAIL)
-                    _retry(study, t.params, t.number)
+                    _retry(study, t.params, t.number, space)
             raise
         for t, outcome in zip(trials, outcomes):
             if isinstance(outcome, str):
@@ -223,8 +227,7 @@ def should_prune(trial: optuna.Trial, epoch: int, val_acc: float) -> str:
 def best_params(study: optuna.Study) -> dict:
     best = study.best_trial
     return {
-        "temperature": best.params["temperature"],
-        "alpha": best.params["alpha"],
+        "params": dict(best.params),
         "val_acc": best.value,
         "trial": best.number,
         "n_finished": count_finished(study),
@@ -232,7 +235,7 @@ def best_params(study: optuna.Study) -> dict:
 
 
 def trials_frame(study: optuna.Study):
-    """One row per trial: number, state, T, alpha, value, last epoch reached, pruned reason."""
+    """One row per trial: number, state, its tuned values, value, last epoch reached, pruned reason."""
     import pandas as pd
 
     rows = []
@@ -241,8 +244,7 @@ def trials_frame(study: optuna.Study):
             {
                 "trial": t.number,
                 "state": t.state.name,
-                "temperature": t.params.get("temperature"),
-                "alpha": t.params.get("alpha"),
+                **t.params,
                 "val_acc": t.value
                 if t.value is not None
                 else (max(t.intermediate_values.values()) if t.intermediate_values else None),

@@ -4,21 +4,26 @@ Results tree (one place; every rule's paths come from these patterns):
     resources/<dataset>.npz                                  the prepared dataset
     <results_dir>/<experiment>/
         tracking.json                                        MLflow backend + experiment created
-        train/<model>/seed<k>/                               trained from labels (teacher, scratch)
-        distill/<teacher>__<student>/seed<k>/                distilled along one edge
+        train/<model>/seed<k>/                               trained from labels (teachers, scratch students)
+        distill/<method>/<lineage>/seed<k>/                  distilled by <method> along <lineage>
             model.pt fit.json history.parquet                a trained model (checkpoint.pt: resume state)
             logits.pt                                        its cached logits, when it is a teacher
             test_metrics.json                                its evaluation
-        tune/<teacher>__<student>/                           best_params.json trials.parquet study.journal
+        pretrain/<method>/<lineage>/seed<k>/pretrain.pt      a method's stage before student training
+        tune/<method>/<lineage>/                             best_params.json trials.parquet study.journal
             run.json workers/<k>.json                        the study's name and MLflow run; each worker's trials
         summary.parquet report.md plots/                     the report
         logs/ benchmarks/                                    mirror the tree above
+A lineage is the chain a model was distilled through, names joined by "__" (kdflow.plan):
+distill/kd/teacher__assistant__student/ is the student distilled by kd from the assistant that was
+distilled by kd from the teacher.
 """
 
 from pathlib import Path
 
 from kdflow import plan
 from kdflow.config import check_config
+from kdflow.registry import METHODS
 
 check_config(
     config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
@@ -26,8 +31,9 @@ check_config(
 
 RESULTS = f"{config['results_dir']}/{config['experiment']}"
 TRAIN_DIR = f"{RESULTS}/train/{{model}}/seed{{seed}}"
-DISTILL_DIR = f"{RESULTS}/distill/{{teacher}}__{{student}}/seed{{seed}}"
-TUNE_DIR = f"{RESULTS}/tune/{{teacher}}__{{student}}"
+DISTILL_DIR = f"{RESULTS}/distill/{{method}}/{{lineage}}/seed{{seed}}"
+PRETRAIN_DIR = f"{RESULTS}/pretrain/{{method}}/{{lineage}}/seed{{seed}}"
+TUNE_DIR = f"{RESULTS}/tune/{{method}}/{{lineage}}"
 TRACKING_MARKER = f"{RESULTS}/tracking.json"
 CONDA_ENV = "../../environment.yml"  # relative to workflow/rules/
 NAME = r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"
@@ -35,9 +41,9 @@ NAME = r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"
 
 wildcard_constraints:
     model=NAME,
-    teacher=NAME,
-    student=NAME,
-    run=r"[A-Za-z0-9_]+",
+    method=NAME,
+    lineage=rf"{NAME}(?:__{NAME})+",
+    run=rf"{NAME}|{NAME}/{NAME}(?:__{NAME})+",
     kind="train|distill",
     seed=r"\d+",
     worker=r"\d+",
@@ -54,12 +60,24 @@ def get_tracking_marker():
     return ancient(TRACKING_MARKER)
 
 
-def get_model_dir(model, seed):
-    """Where a chain member's checkpoint lives: trained from labels, or distilled from its predecessor."""
-    teacher = plan.teacher_of(config, model)
-    if teacher is None:
-        return TRAIN_DIR.format(model=model, seed=seed)
-    return DISTILL_DIR.format(teacher=teacher, student=model, seed=seed)
+def get_model_dir(lineage, method, seed):
+    """Where a model lives: trained from labels (one name), or distilled by `method` along `lineage`."""
+    if plan.SEP not in lineage:
+        return TRAIN_DIR.format(model=lineage, seed=seed)
+    return DISTILL_DIR.format(method=method, lineage=lineage, seed=seed)
+
+
+def get_method(wildcards):
+    """A row of the experiment as its jobs see it: {name, method, params, search} (a rerun trigger)."""
+    return vars(plan.method_by_name(config, wildcards.method))
+
+
+def tuned(method_name):
+    """The hyperparameters tuned for a method row: the method's, less those the config fixes."""
+    spec = plan.method_by_name(config, method_name)
+    if not config["tuning"]["enabled"]:
+        return []
+    return [p for p in METHODS[spec.method].tune if p not in spec.params]
 
 
 def get_training_settings(model):
@@ -81,13 +99,34 @@ def get_run_dir(wildcards):
 
 
 def get_teacher(wildcards, seed=None):
-    """A distillation edge's teacher: its cached logits and metadata (lineage, sha256)."""
-    d = get_model_dir(wildcards.teacher, wildcards.seed if seed is None else seed)
-    return {"teacher_logits": f"{d}/logits.pt", "teacher_fit": f"{d}/fit.json"}
+    """A distillation edge's teacher: its model, cached logits and metadata (lineage, sha256)."""
+    d = get_model_dir(
+        plan.teacher_lineage(wildcards.lineage),
+        wildcards.method,
+        wildcards.seed if seed is None else seed,
+    )
+    return {
+        "teacher_model": f"{d}/model.pt",
+        "teacher_logits": f"{d}/logits.pt",
+        "teacher_fit": f"{d}/fit.json",
+    }
 
 
 def get_tuning_teacher(wildcards):
     return get_teacher(wildcards, seed=config["tuning"]["seed"])
+
+
+def get_pretrain_file(wildcards, seed=None):
+    """The output of the method's stage before student training, for methods that have one."""
+    spec = plan.method_by_name(config, wildcards.method)
+    if not METHODS[spec.method].pretrain:
+        return {}
+    seed = wildcards.seed if seed is None else seed
+    return {"pretrain": f"{PRETRAIN_DIR.format(**{**wildcards, 'seed': seed})}/pretrain.pt"}
+
+
+def get_tuning_pretrain(wildcards):
+    return get_pretrain_file(wildcards, seed=config["tuning"]["seed"])
 
 
 def get_tuning_params():
@@ -97,7 +136,8 @@ def get_tuning_params():
     how = ("enabled", "workers", "parallel_trials")
     return {
         "journal": f"{TUNE_DIR}/study.journal",
-        "settings": lambda wc: get_training_settings(wc.student),
+        "settings": lambda wc: get_training_settings(plan.student(wc.lineage)),
+        "method": get_method,
         "tuning": {k: v for k, v in config["tuning"].items() if k not in how},
     }
 
@@ -110,10 +150,10 @@ def get_tuning_workers(wildcards):
     }
 
 
-def get_kd_params_file(wildcards):
-    if not config["tuning"]["enabled"]:
+def get_tuned_params_file(wildcards):
+    if not tuned(wildcards.method):
         return {}
-    return {"kd_params": f"{TUNE_DIR.format(**wildcards)}/best_params.json"}
+    return {"tuned": f"{TUNE_DIR.format(**wildcards)}/best_params.json"}
 
 
 def get_model_files(wildcards):
@@ -125,22 +165,19 @@ def get_eval_teacher(wildcards):
     """For a distilled model, the model it learned from (for top-1 agreement)."""
     if wildcards.kind != "distill":
         return {}
-    teacher = wildcards.run.split(plan.SEP)[0]
-    d = get_model_dir(teacher, wildcards.seed)
+    method, lineage = wildcards.run.split("/")
+    d = get_model_dir(plan.teacher_lineage(lineage), method, wildcards.seed)
     return {"teacher_model": f"{d}/model.pt", "teacher_fit": f"{d}/fit.json"}
 
 
 def get_all_model_dirs():
     dirs = []
     for seed in config["seeds"]:
-        dirs.append(TRAIN_DIR.format(model=config["teacher"], seed=seed))
-        dirs.append(TRAIN_DIR.format(model=config["student"], seed=seed))
-        for edge in plan.edges(config):
-            dirs.append(
-                DISTILL_DIR.format(
-                    teacher=edge.teacher, student=edge.student, seed=seed
-                )
-            )
+        for model in plan.scratch_models(config):
+            dirs.append(TRAIN_DIR.format(model=model, seed=seed))
+        for m in plan.methods(config):
+            for lineage in plan.lineages(config):
+                dirs.append(DISTILL_DIR.format(method=m.name, lineage=lineage, seed=seed))
     return dirs
 
 
@@ -149,12 +186,20 @@ def get_test_metrics():
 
 
 def get_tuning_results():
-    if not config["tuning"]["enabled"]:
-        return []
     return [
-        f"{TUNE_DIR.format(teacher=e.teacher, student=e.student)}/trials.parquet"
-        for e in plan.edges(config)
+        f"{TUNE_DIR.format(method=m.name, lineage=lineage)}/trials.parquet"
+        for m in plan.methods(config)
+        if tuned(m.name)
+        for lineage in plan.lineages(config)
     ]
+
+
+def get_pair_lineages():
+    return [p.lineage for p in plan.pairs(config)]
+
+
+def get_method_names():
+    return [m.name for m in plan.methods(config)]
 
 
 def get_final_outputs():

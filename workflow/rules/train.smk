@@ -22,10 +22,34 @@ rule train:
         "../scripts/train.py"
 
 
+rule pretrain:
+    input:
+        unpack(get_teacher),
+        data=get_data_file(),
+    output:
+        f"{PRETRAIN_DIR}/pretrain.pt",
+    log:
+        f"{RESULTS}/logs/pretrain/{{method}}/{{lineage}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain/{{method}}/{{lineage}}/seed{{seed}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        spec=lambda wc: config["models"][plan.student(wc.lineage)],
+        settings=lambda wc: get_training_settings(plan.student(wc.lineage)),  # a rerun trigger
+        method=get_method,
+    script:
+        "../scripts/pretrain.py"
+
+
 rule distill:
     input:
         unpack(get_teacher),
-        unpack(get_kd_params_file),
+        unpack(get_tuned_params_file),
+        unpack(get_pretrain_file),
         data=get_data_file(),
         tracking=get_tracking_marker(),
     output:
@@ -33,18 +57,18 @@ rule distill:
         fit=f"{DISTILL_DIR}/fit.json",
         history=f"{DISTILL_DIR}/history.parquet",
     log:
-        f"{RESULTS}/logs/distill/{{teacher}}__{{student}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/distill/{{method}}/{{lineage}}/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/distill/{{teacher}}__{{student}}/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/distill/{{method}}/{{lineage}}/seed{{seed}}.tsv"
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
     params:
-        spec=lambda wc: config["models"][wc.student],
-        settings=lambda wc: get_training_settings(wc.student),  # a rerun trigger, as in train
-        kd=config["kd"],
+        spec=lambda wc: config["models"][plan.student(wc.lineage)],
+        settings=lambda wc: get_training_settings(plan.student(wc.lineage)),  # a rerun trigger, as in train
+        method=get_method,
     script:
         "../scripts/distill.py"
 

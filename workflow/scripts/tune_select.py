@@ -1,4 +1,4 @@
-"""The best (T, alpha) of an edge's finished study (kdflow.tune_jobs.select_best)."""
+"""The best hyperparameters of an edge's finished study (kdflow.tune_jobs.select_best)."""
 
 from pathlib import Path
 
@@ -8,5 +8,5 @@ from kdflow.tune_jobs import select_best
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
     paths = {**sm.input, "journal": sm.params.journal}
-    study = tuning_study(sm.config, sm.rule, sm.wildcards.teacher, sm.wildcards.student, paths, False)
+    study = tuning_study(sm.config, sm.rule, sm.wildcards.method, sm.wildcards.lineage, paths, False)
     select_best(study, Path(sm.input.run), Path(sm.output.best), Path(sm.output.trials))

@@ -8,5 +8,5 @@ from kdflow.tune_jobs import start_tuning
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
     paths = {**sm.input, "journal": sm.params.journal}
-    study = tuning_study(sm.config, sm.rule, sm.wildcards.teacher, sm.wildcards.student, paths, False)
+    study = tuning_study(sm.config, sm.rule, sm.wildcards.method, sm.wildcards.lineage, paths, False)
     start_tuning(study, Path(sm.output.run))

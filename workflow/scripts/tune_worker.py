@@ -8,7 +8,7 @@ from kdflow.tune_jobs import tune_worker
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):
     paths = {**sm.input, "journal": sm.params.journal}
-    study = tuning_study(sm.config, sm.rule, sm.wildcards.teacher, sm.wildcards.student, paths, True)
+    study = tuning_study(sm.config, sm.rule, sm.wildcards.method, sm.wildcards.lineage, paths, True)
     tune_worker(
         study,
         Path(sm.input.run),

@@ -1,0 +1,148 @@
+"""Distilling by any registered method: the student and the method's added modules trained as one
+module, the teacher's outputs computed once, and the training objective.
+
+    method, hp = METHODS["fitnets"], METHODS["fitnets"].resolve({"feat_weight": 50})
+    setup = DistillSetup.build(method, hp, spec, shape, n_cls, seed, teacher_model, train.x, cached_logits)
+    result = fit(setup.distiller, train, val, cfg, setup.objective())
+    student = result.model.student            # exactly the architecture a scratch model has
+
+The method's modules (regressors, embeddings, memory banks) live beside the student in a
+`Distiller`, so one optimizer trains both, one checkpoint holds both (a killed job resumes
+exactly, CRD's memory bank included), and the saved model is the student alone. The teacher is
+frozen: its logits come from the cache (logits.pt) and its features, for the methods that read
+any, from one pass over the training split in eval mode without gradients at the start of the job
+(the training inputs do not change between epochs, so every epoch reuses them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdflow.engine import Objective
+from kdflow.methods.base import Batch, Method, ModuleInfo
+from kdflow.models import build_model
+
+
+class Distiller(nn.Module):
+    """The student and a method's added modules; `forward` is the student's alone, so validation
+    and selection see exactly the model that will be saved."""
+
+    def __init__(self, student: nn.Module, extra: nn.Module):
+        super().__init__()
+        self.student = student
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+@dataclass
+class Teacher:
+    """The teacher's outputs on the training split, indexed by sample."""
+
+    logits: torch.Tensor  # (N, C)
+    feats: dict[str, torch.Tensor]  # name -> (N, *feature shape); only the layers a method reads
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.logits.device != idx.device:  # a cache read on the CPU moves once, at the first step
+            self.logits = self.logits.to(idx.device)
+            self.feats = {k: v.to(idx.device) for k, v in self.feats.items()}
+        return self.logits[idx], {k: v[idx] for k, v in self.feats.items()}
+
+
+@torch.inference_mode()
+def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[str], batch_size: int = 1024) -> dict:
+    """`layers` of a frozen teacher (eval mode, no gradients) for every sample of `x`."""
+    if not layers:
+        return {}
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    for i in range(0, len(x), batch_size):
+        _, feats = model.forward_features(x[i : i + batch_size])
+        for n in layers:
+            parts[n].append(feats[n])
+    return {n: torch.cat(v).clone() for n, v in parts.items()}  # clone: out of inference mode
+
+
+@torch.no_grad()
+def feature_shapes(model: nn.Module, input_shape: tuple[int, ...], layers: list[str]) -> dict:
+    """Shapes (without the batch) of `layers`, from one eval-mode pass on zeros."""
+    was_training = model.training
+    model.eval()
+    _, feats = model.forward_features(torch.zeros(2, *input_shape))
+    model.train(was_training)
+    return {n: tuple(feats[n].shape[1:]) for n in layers}
+
+
+@torch.no_grad()
+def _names(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    was_training = model.training
+    model.eval()
+    _, feats = model.forward_features(torch.zeros(2, *input_shape))
+    model.train(was_training)
+    return list(feats)
+
+
+@dataclass
+class DistillSetup:
+    """Everything one distillation run needs, built once: trials of a tuning study share it."""
+
+    method: Method
+    spec: dict
+    input_shape: tuple[int, ...]
+    num_classes: int
+    s_layers: list[str]
+    t_shapes: dict
+    teacher: Teacher
+
+    @classmethod
+    def build(
+        cls,
+        method: Method,
+        hp: dict,
+        spec: dict,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        teacher_model: nn.Module | None,
+        train_x: torch.Tensor,
+        teacher_logits: torch.Tensor,
+    ) -> DistillSetup:
+        probe = build_model(spec, input_shape, num_classes)  # names and shapes only
+        s_layers, t_layers = [], []
+        if method.feature_kind is not None:
+            s_layers, t_layers = method.layers(
+                _names(probe, input_shape), _names(teacher_model, input_shape), hp
+            )
+        feats = teacher_features(teacher_model, train_x, t_layers) if t_layers else {}
+        t_shapes = {n: tuple(v.shape[1:]) for n, v in feats.items()}
+        return cls(method, spec, input_shape, num_classes, s_layers, t_shapes, Teacher(teacher_logits, feats))
+
+    def distiller(self, hp: dict, seed: int, n_train: int) -> Distiller:
+        """A fresh student (the same initial weights as its scratch run for `seed`) and modules."""
+        torch.manual_seed(seed)
+        student = build_model(self.spec, self.input_shape, self.num_classes)
+        s_shapes = feature_shapes(student, self.input_shape, self.s_layers)
+        info = ModuleInfo(num_classes=self.num_classes, n_train=n_train)
+        return Distiller(student, self.method.modules(s_shapes, self.t_shapes, info, hp))
+
+    def objective(self, hp: dict, pretrain_of: Distiller | None = None) -> Objective:
+        """The method's training loss; with `pretrain_of`, its pre-training stage's loss on that
+        distiller (the module being fitted is then the distiller, or its modules alone)."""
+        method, s_layers, teacher = self.method, self.s_layers, self.teacher
+
+        def step(model, x, y, idx, epoch):
+            d = pretrain_of if pretrain_of is not None else model
+            t_logits, t_feats = teacher.batch(idx)
+            if pretrain_of is not None and method.pretrain.trains == "modules":
+                s_logits, s_feats = None, {}  # only the modules train: the student is not run
+            else:
+                s_logits, feats = d.student.forward_features(x)
+                s_feats = {n: feats[n] for n in s_layers}
+            b = Batch(s_logits, t_logits, y, idx, s_feats, t_feats, epoch)
+            loss = method.loss if pretrain_of is None else method.pretrain_loss
+            return loss(b, hp, d.extra)
+
+        return step
