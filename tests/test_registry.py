@@ -3,9 +3,12 @@
 import inspect
 
 import numpy as np
+import pytest
 
 from kdflow import data, models
-from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED
+from kdflow.methods import METHODS as REAL_METHODS
+from kdflow.methods.__main__ import declarations
+from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED, METHODS, METHODS_FILE, feature_names
 
 
 def test_every_dataset_has_a_loader_and_the_generated_one_has_the_declared_rank():
@@ -35,3 +38,24 @@ def test_family_rank_matches_what_the_model_accepts():
             if rank in (None, r):
                 model = models.build_model({"family": name, **SMALL[name]}, arr.shape[1:], 10)
                 assert model(torch.from_numpy(arr)).shape == (2, 10)
+
+
+def test_the_method_declarations_file_is_written_from_the_methods():
+    import json
+
+    assert json.loads(METHODS_FILE.read_text()) == declarations(), "run: python -m kdflow.methods"
+    assert set(METHODS) == set(REAL_METHODS)
+    for name, m in REAL_METHODS.items():
+        assert m.name == name and m.paper and m.source, name
+        assert set(m.tune) <= set(METHODS[name].tunable), name
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_feature_names_are_what_forward_features_gives(family):
+    import torch
+
+    spec = {"family": family, **SMALL[family]}
+    shape = (40,) if FAMILIES[family][0] == 1 else (3, 8, 8)
+    model = models.build_model(spec, shape, 10)
+    _, feats = model.forward_features(torch.zeros(2, *shape))
+    assert sorted(feats) == sorted(feature_names(spec))

@@ -6,6 +6,8 @@ tests/test_registry.py checks these against the real loaders, model constructors
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 # dataset -> rank of one input (1: a signal (L,), 3: an image (C, H, W))
@@ -44,9 +46,9 @@ class MethodInfo(NamedTuple):
     tunable: tuple[str, ...]  # may be tuned (have a search range)
 
 
+# Written from kdflow.methods by `python -m kdflow.methods` (tests/test_registry.py says when to).
+METHODS_FILE = Path(__file__).with_name("methods.json")
 METHODS: dict[str, MethodInfo] = {
-    "kd": MethodInfo(
-        None, False, {"temperature": 4.0, "alpha": 0.9, "logit_std": False}, ("temperature", "alpha"),
-        ("temperature", "alpha"),
-    ),
-}  # fmt: skip
+    name: MethodInfo(v["features"], v["pretrain"], v["params"], tuple(v["tune"]), tuple(v["tunable"]))
+    for name, v in json.loads(METHODS_FILE.read_text()).items()
+}

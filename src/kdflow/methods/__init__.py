@@ -3,14 +3,34 @@
     from kdflow.methods import METHODS
     METHODS["dkd"].loss(batch, hp, modules)
 
-See kdflow.methods.base for what a method declares. The names are also listed, without torch,
-in kdflow.registry.METHODS (config validation runs when Snakemake parses the workflow);
-tests/test_registry.py checks that the two agree.
+See kdflow.methods.base for what a method declares. Their declarations are also written, without
+torch, in kdflow.registry.METHODS (config validation runs when Snakemake parses the workflow);
+tests/test_registry.py checks that the two agree and prints the line to paste when they do not.
 """
 
+from kdflow.methods.at import AT
 from kdflow.methods.base import Method
+from kdflow.methods.cc import CC
+from kdflow.methods.dist import DIST
+from kdflow.methods.dkd import DKD
+from kdflow.methods.fitnets import FitNets
 from kdflow.methods.kd import KD
+from kdflow.methods.nst import NST
+from kdflow.methods.pkt import PKT
+from kdflow.methods.rkd import RKD
+from kdflow.methods.sp import SP
 
 METHODS: dict[str, Method] = {
+    # logits
     "kd": KD(),
+    "dkd": DKD(),
+    "dist": DIST(),
+    # features and relations (RepDistiller's order)
+    "fitnets": FitNets(),
+    "at": AT(),
+    "sp": SP(),
+    "cc": CC(),
+    "rkd": RKD(),
+    "pkt": PKT(),
+    "nst": NST(),
 }

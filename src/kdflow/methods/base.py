@@ -98,9 +98,14 @@ class Method:
     pretrain: ClassVar[Pretrain | None] = None
     stackable: ClassVar[bool] = False  # tuning may train trials as one stacked model (kd only)
 
+    def declared(self) -> dict[str, Param]:
+        """Every hyperparameter a config may set: `params`, and for a method that reads one layer
+        of each model, which layers (student_layer, teacher_layer; "" takes `layer_roles`)."""
+        return {**self.params, **(LAYER_PARAMS if self.layer_roles in SINGLE_LAYER else {})}
+
     def resolve(self, overrides: dict | None = None) -> dict:
         """The method's hyperparameters: defaults, then `overrides` (validated by the config)."""
-        return {**{k: p.default for k, p in self.params.items()}, **(overrides or {})}
+        return {**{k: p.default for k, p in self.declared().items()}, **(overrides or {})}
 
     def layers(self, s_names: list[str], t_names: list[str], hp: dict) -> tuple[list[str], list[str]]:
         """Feature names to request from the student and the teacher, in matching order."""
@@ -125,6 +130,13 @@ class Method:
     def pretrain_loss(self, b: Batch, hp: dict, modules: nn.Module) -> dict[str, torch.Tensor]:
         """The loss of the `pretrain` stage, when the method has one."""
         raise NotImplementedError
+
+
+SINGLE_LAYER = ("last", "middle", "penultimate")
+LAYER_PARAMS = {
+    "student_layer": Param("", doc="the student feature it reads ('': by its layer role), e.g. block2"),
+    "teacher_layer": Param("", doc="the teacher feature it reads ('': by its layer role), e.g. block3"),
+}
 
 
 def blocks(names: list[str]) -> list[str]:
