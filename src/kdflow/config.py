@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import re
 
 import jsonschema
 import yaml
@@ -56,7 +55,9 @@ MOVED = {
     "assistants": "declare pairs: [{teacher: <t>, assistants: [<a>...], student: <s>}] instead",
     "student": "declare pairs: [{teacher: <t>, assistants: [<a>...], student: <s>}] instead",
     "kd": "set kd's values with methods: [{method: kd, params: {temperature: 4, alpha: 0.9}}] instead",
-    "tuning.temperature": "set a search range with methods: [{method: kd, search: {temperature: {low: 1, high: 20}}}]",
+    "tuning.temperature": (
+        "set a search range with methods: [{method: kd, search: {temperature: {low: 1, high: 20}}}]"
+    ),
     "tuning.alpha": "set a search range with methods: [{method: kd, search: {alpha: {low: 0, high: 1}}}]",
 }
 
@@ -218,20 +219,24 @@ def _check_methods(c: dict) -> None:
             extra = sorted(set(entry) - {"method", "name", "params", "search"})
             if extra:
                 raise ConfigError(
-                    f"config key '{key}.{extra[0]}' is not allowed; allowed keys here: method, name, params, search"
+                    f"config key '{key}.{extra[0]}' is not allowed; "
+                    "allowed keys here: method, name, params, search"
                 )
             if "method" not in entry:
                 raise ConfigError(f"config key '{key}': 'method' is a required property (one of: {known})")
             for sub in ("params", "search"):
                 if not isinstance(entry.get(sub, {}), dict):
-                    raise ConfigError(f"config key '{key}.{sub}': must be a mapping of hyperparameter -> value")
+                    raise ConfigError(
+                        f"config key '{key}.{sub}': must be a mapping of hyperparameter -> value"
+                    )
         name_key = f"{key}.method" if isinstance(entry, dict) else key
         spec = plan.method_spec(entry)
         if spec.method not in METHODS:
             raise ConfigError(f"config key '{name_key}': unknown method {spec.method!r}; allowed: {known}")
         if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name):
             raise ConfigError(
-                f"config key '{key}.name': {spec.name!r} is not allowed (letters, digits and single underscores)"
+                f"config key '{key}.name': {spec.name!r} is not allowed "
+                "(letters, digits and single underscores)"
             )
         if spec.name in ("scratch", "teacher"):
             raise ConfigError(f"config key '{key}.name': {spec.name!r} is reserved for the baselines")
@@ -250,7 +255,8 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
         where = f"{key}.params.{p}"
         if p not in info.params:
             raise ConfigError(
-                f"config key '{where}': not a hyperparameter of {spec.method!r}; allowed: {', '.join(info.params)}"
+                f"config key '{where}': not a hyperparameter of {spec.method!r}; "
+                f"allowed: {', '.join(info.params)}"
             )
         default = info.params[p]
         if isinstance(default, bool) or isinstance(value, bool):
@@ -267,7 +273,8 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
         where = f"{key}.search.{p}"
         if p not in info.tunable:
             raise ConfigError(
-                f"config key '{where}': {spec.method!r} does not tune {p!r}; tunable: {', '.join(info.tunable)}"
+                f"config key '{where}': {spec.method!r} does not tune {p!r}; "
+                f"tunable: {', '.join(info.tunable)}"
             )
         if p in spec.params:
             raise ConfigError(f"config key '{where}': {p!r} is fixed in params; it cannot also be searched")

@@ -120,13 +120,26 @@ class DistillSetup:
         t_shapes = {n: tuple(v.shape[1:]) for n, v in feats.items()}
         return cls(method, spec, input_shape, num_classes, s_layers, t_shapes, Teacher(teacher_logits, feats))
 
-    def distiller(self, hp: dict, seed: int, n_train: int) -> Distiller:
-        """A fresh student (the same initial weights as its scratch run for `seed`) and modules."""
+    def distiller(self, hp: dict, seed: int, n_train: int, pretrained: dict | None = None) -> Distiller:
+        """A fresh student (the same initial weights as its scratch run for `seed`) and modules,
+        for the main stage: from the `pretrained` state of the method's stage before it, if it
+        has one, with what that stage froze made untrainable (no optimizer step, no decay)."""
         torch.manual_seed(seed)
         student = build_model(self.spec, self.input_shape, self.num_classes)
         s_shapes = feature_shapes(student, self.input_shape, self.s_layers)
         info = ModuleInfo(num_classes=self.num_classes, n_train=n_train)
-        return Distiller(student, self.method.modules(s_shapes, self.t_shapes, info, hp))
+        d = Distiller(student, self.method.modules(s_shapes, self.t_shapes, info, hp))
+        if pretrained is not None:
+            d.load_state_dict(pretrained)
+            stage = self.method.pretrain
+            if stage.frozen_after:
+                self.stage_module(d).requires_grad_(False)
+        return d
+
+    def stage_module(self, d: Distiller) -> nn.Module:
+        """What the method's pre-training stage trains: the distiller, or one of its modules."""
+        trains = self.method.pretrain.trains
+        return d if trains == "student" else getattr(d.extra, trains)
 
     def objective(self, hp: dict, pretrain_of: Distiller | None = None) -> Objective:
         """The method's training loss; with `pretrain_of`, its pre-training stage's loss on that
@@ -136,8 +149,8 @@ class DistillSetup:
         def step(model, x, y, idx, epoch):
             d = pretrain_of if pretrain_of is not None else model
             t_logits, t_feats = teacher.batch(idx)
-            if pretrain_of is not None and method.pretrain.trains == "modules":
-                s_logits, s_feats = None, {}  # only the modules train: the student is not run
+            if pretrain_of is not None and method.pretrain.trains != "student":
+                s_logits, s_feats = None, {}  # one module trains alone: the student is not run
             else:
                 s_logits, feats = d.student.forward_features(x)
                 s_feats = {n: feats[n] for n in s_layers}

@@ -190,11 +190,9 @@ def train(
         method_params = {}
     else:
         t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
-        model = setup.distiller(method.hp, cfg.seed, len(train_split))
-        start = "none"
-        if pretrained is not None:
-            model.load_state_dict(load_checkpoint(pretrained)["distiller"])
-            start = sha256(pretrained)
+        state = load_checkpoint(pretrained)["distiller"] if pretrained is not None else None
+        model = setup.distiller(method.hp, cfg.seed, len(train_split), state)
+        start = sha256(pretrained) if pretrained is not None else "none"
         objective = setup.objective(method.hp)
         run_key = json.dumps(
             [spec, info.method, method.method, method.hp, data_hash, t_meta["model_sha256"], start],
@@ -273,7 +271,7 @@ def pretrain(
     t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
     m = METHODS[method.method]
     d = setup.distiller(method.hp, cfg.seed, len(train_split))
-    trains = d if m.pretrain.trains == "student" else d.extra
+    trains = setup.stage_module(d)
     stage_cfg = replace(cfg, epochs=int(method.hp[m.pretrain.epochs]))
     data_hash = datamod.content_hash(train_split, val_split)[:16]
     run_key = json.dumps([spec, method.method, method.hp, data_hash, t_meta["model_sha256"]], default=str)

@@ -6,8 +6,17 @@
 
 Every family returns logits from `forward` and, from `forward_features`, the same logits plus named
 intermediate features, so a feature-based method (FitNets, attention transfer, RKD, CRD) can ask
-for them without a change here. `input_shape` excludes the batch: (L,) for 1-D signals,
-(C, H, W) for images.
+for them without a change here:
+
+    block<i>       the output of block i: (B, D) for mlp, (B, C, L) for cnn1d, (B, C, H, W) otherwise
+    block<i>_pre   the same block before its activation (AB distils these): mlp the Linear output,
+                   cnn1d and cnn2d the BatchNorm output (cnn2d: also before the max-pool, so at the
+                   block's input resolution), resnet the last basic block's residual sum before its
+                   final ReLU. relu(block<i>_pre) is block<i> except for cnn2d's pool and mlp's
+                   dropout in training.
+    penultimate    the vector the classifier reads, (B, D)
+
+`input_shape` excludes the batch: (L,) for 1-D signals, (C, H, W) for images.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ class MLP(Classifier):
         h = x.flatten(1)  # (B, D)
         feats = {}
         for i, block in enumerate(self.blocks, 1):
-            h = block(h)
+            linear, act, drop = block
+            feats[f"block{i}_pre"] = pre = linear(h)
+            h = drop(act(pre))
             feats[f"block{i}"] = h
         feats["penultimate"] = h
         return self.head(h), feats
@@ -78,7 +89,9 @@ class CNN1D(Classifier):
         h = x.unsqueeze(1)  # (B, 1, L)
         feats = {}
         for i, block in enumerate(self.blocks, 1):
-            h = block(h)  # (B, C, L / 2^i)
+            conv, bn, act = block
+            feats[f"block{i}_pre"] = pre = bn(conv(h))  # (B, C, L / 2^i)
+            h = act(pre)
             feats[f"block{i}"] = h
         h = h.flatten(1)
         feats["penultimate"] = h
@@ -110,7 +123,9 @@ class CNN2D(Classifier):
         h = x  # (B, C, H, W)
         feats = {}
         for i, block in enumerate(self.blocks, 1):
-            h = block(h)
+            conv, bn, act, pool = block
+            feats[f"block{i}_pre"] = pre = bn(conv(h))  # (B, C', H, W): before the pool
+            h = pool(act(pre))
             feats[f"block{i}"] = h
         h = h.mean(dim=(2, 3))  # (B, C)
         feats["penultimate"] = h
@@ -130,9 +145,13 @@ class _BasicBlock(nn.Module):
                 nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
             )
 
-    def forward(self, x):
+    def forward_pre(self, x):
+        """The residual sum before the final ReLU (the block's pre-activation feature)."""
         h = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+        return self.bn2(self.conv2(h)) + self.shortcut(x)
+
+    def forward(self, x):
+        return torch.relu(self.forward_pre(x))
 
 
 class ResNet(Classifier):
@@ -159,7 +178,11 @@ class ResNet(Classifier):
         h = self.stem(x)  # (B, w, H, W)
         feats = {}
         for i, stage in enumerate(self.stages, 1):
-            h = stage(h)  # (B, w * 2^(i-1), H / 2^(i-1), W / 2^(i-1))
+            *first, last = stage
+            for block in first:
+                h = block(h)
+            feats[f"block{i}_pre"] = pre = last.forward_pre(h)
+            h = torch.relu(pre)  # (B, w * 2^(i-1), H / 2^(i-1), W / 2^(i-1))
             feats[f"block{i}"] = h
         h = h.mean(dim=(2, 3))
         feats["penultimate"] = h

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from kdflow import devices, plan
-from kdflow.engine import TrainConfig
 from kdflow.atomic import read_json
+from kdflow.engine import TrainConfig
 from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, MethodRef, TeacherRef, config_hash, setup
 from kdflow.methods import METHODS
 from kdflow.tracking import TrackingSpec, redact, secret_values
@@ -106,14 +106,18 @@ def edge_job_info(config: dict, rule: str, method: str, lineage: str, seed) -> J
     """A distillation job: the last model of `lineage`, distilled by the row `method`."""
     chain = plan.split(lineage)
     return replace(
-        job_info(config, rule, chain[-1], plan.role(config, lineage), method, seed, plan.SEP.join(chain[-2:])),
+        job_info(
+            config, rule, chain[-1], plan.role(config, lineage), method, seed, plan.SEP.join(chain[-2:])
+        ),
         lineage=lineage,
     )
 
 
 def teacher_ref(inputs) -> TeacherRef:
     """The teacher files a rule's input functions name (common.smk: get_teacher)."""
-    return TeacherRef(Path(inputs["teacher_logits"]), Path(inputs["teacher_fit"]), Path(inputs["teacher_model"]))
+    return TeacherRef(
+        Path(inputs["teacher_logits"]), Path(inputs["teacher_fit"]), Path(inputs["teacher_model"])
+    )
 
 
 def method_ref(config: dict, name: str, tuned_file: str | None = None) -> MethodRef:
@@ -167,7 +171,7 @@ def tuning_study(config: dict, rule: str, method: str, lineage: str, paths, on_d
         info=edge_job_info(config, rule, method, lineage, seed),
         teacher=teacher_ref(paths),
         method=method_ref(config, method),
-        pretrained=Path(paths["pretrain"]) if "pretrain" in paths.keys() else None,
+        pretrained=Path(paths["pretrain"]) if "pretrain" in paths else None,
         space=search_space(config, method),
         n_trials=config["tuning"]["n_trials"],
         pruner=pruner_config(config, student),

@@ -20,7 +20,7 @@ import torch
 from kdflow import tracking as trk
 from kdflow.callbacks import Callback
 from kdflow.data import Split
-from kdflow.distillation import DistillSetup, Distiller
+from kdflow.distillation import Distiller, DistillSetup
 from kdflow.engine import DivergenceError, TrainConfig, fit
 from kdflow.stacked import can_stack, fit_stacked, stack
 from kdflow.tuning import TrainBatch, should_prune
@@ -43,10 +43,7 @@ class TrialContext:
     journal: str  # with the trial number: the trial runs' output key
 
     def new_distiller(self, values: dict) -> Distiller:
-        d = self.setup.distiller({**self.hp, **values}, self.cfg.seed, len(self.train))
-        if self.pretrained is not None:
-            d.load_state_dict(self.pretrained)
-        return d
+        return self.setup.distiller({**self.hp, **values}, self.cfg.seed, len(self.train), self.pretrained)
 
     def open_trial_run(self, trial: optuna.Trial, values: dict) -> trk.Run:
         return trk.open_run(
@@ -63,7 +60,9 @@ def stackable(ctx: TrialContext) -> bool:
     """Trials can train as one stacked model: kd without logit standardisation (the stacked loop
     computes kd's loss itself), on a family kdflow.stacked can stack."""
     return (
-        ctx.setup.method.stackable and not ctx.hp.get("logit_std") and can_stack(ctx.new_distiller({}).student)
+        ctx.setup.method.stackable
+        and not ctx.hp.get("logit_std")
+        and can_stack(ctx.new_distiller({}).student)
     )
 
 

@@ -8,17 +8,22 @@ torch, in kdflow.registry.METHODS (config validation runs when Snakemake parses 
 tests/test_registry.py checks that the two agree and prints the line to paste when they do not.
 """
 
+from kdflow.methods.ab import AB
 from kdflow.methods.at import AT
 from kdflow.methods.base import Method
 from kdflow.methods.cc import CC
+from kdflow.methods.crd import CRD
 from kdflow.methods.dist import DIST
 from kdflow.methods.dkd import DKD
 from kdflow.methods.fitnets import FitNets
+from kdflow.methods.fsp import FSP
+from kdflow.methods.ft import FT
 from kdflow.methods.kd import KD
 from kdflow.methods.nst import NST
 from kdflow.methods.pkt import PKT
 from kdflow.methods.rkd import RKD
 from kdflow.methods.sp import SP
+from kdflow.methods.vid import VID
 
 METHODS: dict[str, Method] = {
     # logits
@@ -32,5 +37,10 @@ METHODS: dict[str, Method] = {
     "cc": CC(),
     "rkd": RKD(),
     "pkt": PKT(),
+    "vid": VID(),
+    "crd": CRD(),
+    "ab": AB(),
+    "ft": FT(),
+    "fsp": FSP(),
     "nst": NST(),
 }

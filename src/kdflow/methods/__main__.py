@@ -1,6 +1,6 @@
 """Write the methods' declarations, without torch, for config validation (kdflow.registry):
 
-    python -m kdflow.methods        # after adding a method or changing its params
+python -m kdflow.methods        # after adding a method or changing its params
 """
 
 import json

@@ -19,13 +19,20 @@ from kdflow.methods.base import Batch, Method, Param, combine, weights
 
 
 def pool_to_common(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-average-pool each spatial axis of the larger map down to the smaller's size."""
+    """Average-pool each spatial axis of the larger map down to the smaller's size."""
     size = tuple(min(a, b) for a, b in zip(f_s.shape[2:], f_t.shape[2:]))
-    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[len(size)]
-    # pooling a map to its own size is the identity, so this only touches the larger one
-    f_s = f_s if f_s.shape[2:] == size else pool(f_s, size)
-    f_t = f_t if f_t.shape[2:] == size else pool(f_t, size)
-    return f_s, f_t
+    return _pool(f_s, size), _pool(f_t, size)
+
+
+def _pool(f: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if f.shape[2:] == size:
+        return f
+    if all(a % b == 0 for a, b in zip(f.shape[2:], size)):
+        # Whole ratios (the usual halvings): a plain average pool, the same values as the adaptive
+        # one and a deterministic backward on CUDA, which adaptive pooling's is not.
+        kernel = tuple(a // b for a, b in zip(f.shape[2:], size))
+        return {1: F.avg_pool1d, 2: F.avg_pool2d}[len(size)](f, kernel, kernel)
+    return {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[len(size)](f, size)
 
 
 def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:

@@ -70,11 +70,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Pretrain:
-    """A stage before student training. `trains`: "student" (the student and the added modules,
-    AB and FSP) or "modules" (the added modules alone, FT's paraphraser); `epochs`: the name of the
-    param holding its epoch count."""
+    """A stage before student training. `trains`: "student" (the student with the added modules:
+    AB and FSP) or the name of one added module trained alone, the student not run (FT's
+    "paraphraser"); `frozen_after`: that module stays fixed in the main stage (FT); `epochs`: the
+    param holding the stage's epoch count."""
 
     trains: str
+    frozen_after: bool = False
     epochs: str = "init_epochs"
 
 
