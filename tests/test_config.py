@@ -19,8 +19,11 @@ def test_empty_config_gets_the_documented_default_experiment():
     cfg = check_config({})
     assert cfg["dataset"]["name"] == "mnist1d"
     assert cfg["seeds"] == [0, 1, 2]
-    assert cfg["teacher"] == "teacher" and cfg["assistants"] == ["assistant"]
-    assert cfg["tuning"]["temperature"] == {"low": 1.0, "high": 20.0}
+    assert cfg["pairs"] == [
+        {"teacher": "teacher", "student": "student"},
+        {"teacher": "teacher", "assistants": ["assistant"], "student": "student"},
+    ]
+    assert cfg["methods"] == ["kd"]
     assert cfg["tracking"]["uri"] is None and cfg["dataset"]["root"] is None
 
 
@@ -57,9 +60,59 @@ BAD = [
     ({"train": {"lr": -1}}, "train.lr", "0"),
     ({"train": {"optimizer": "adam"}}, "train.optimizer", "adamw, sgd"),
     ({"train": {"epoch": 3}}, "train.epoch", "epochs"),
-    ({"kd": {"alpha": 1.5}}, "kd.alpha", "maximum"),
-    ({"kd": {"temperature": 0}}, "kd.temperature", "0"),
-    ({"kd": {"temperature": -2}}, "kd.temperature", "0"),
+    ({"kd": {"alpha": 0.5}}, "'kd' is no longer used", "methods: [{method: kd, params:"),
+    ({"teacher": "teacher"}, "'teacher' is no longer used", "pairs: [{teacher:"),
+    ({"assistants": []}, "'assistants' is no longer used", "pairs: [{teacher:"),
+    ({"methods": [{"method": "kd", "params": {"alpha": -0.5}}]}, "methods[0].params.alpha", ">= 0"),
+    (
+        {"methods": [{"method": "kd", "params": {"temperature": "hot"}}]},
+        "methods[0].params.temperature",
+        "number",
+    ),
+    ({"methods": [{"method": "kd", "params": {"logit_std": 1}}]}, "methods[0].params.logit_std", "bool"),
+    ({"methods": [{"method": "kd", "params": {"beta": 1}}]}, "methods[0].params.beta", "temperature, alpha"),
+    ({"methods": ["kd", "hinton"]}, "methods[1]", "unknown method 'hinton'; allowed: kd, dkd"),
+    ({"methods": [{"method": "kd", "nmae": "x"}]}, "methods[0].nmae", "method, name, params, search"),
+    ({"methods": [{"name": "x"}]}, "methods[0]", "required"),
+    ({"methods": ["kd", "kd"]}, "methods[1]", "its own `name`"),
+    ({"methods": [{"method": "kd", "name": "scratch"}]}, "methods[0].name", "reserved"),
+    ({"methods": [{"method": "kd", "name": "a__b"}]}, "methods[0].name", "single underscores"),
+    ({"methods": []}, "methods", "non-empty"),
+    (
+        {"methods": [{"method": "kd", "search": {"beta": {"low": 1, "high": 2}}}]},
+        "methods[0].search.beta",
+        "tunable",
+    ),
+    (
+        {"methods": [{"method": "kd", "search": {"temperature": {"low": 10, "high": 2}}}]},
+        "methods[0].search.temperature",
+        "must not exceed",
+    ),
+    (
+        {"methods": [{"method": "kd", "search": {"alpha": {"low": 0}}}]},
+        "methods[0].search.alpha",
+        "{low: <number>, high: <number>}",
+    ),
+    (
+        {"methods": [{"method": "kd", "params": {"alpha": 0.5}, "search": {"alpha": {"low": 0, "high": 1}}}]},
+        "methods[0].search.alpha",
+        "fixed in params",
+    ),
+    (
+        {"models": {"teacher": {"family": "mlp"}}, "methods": ["at"]},
+        "methods[0]",
+        "families with maps: cnn1d",
+    ),
+    (
+        {"methods": [{"method": "fitnets", "params": {"student_layer": "block9"}}]},
+        "methods[0].params.student_layer",
+        "allowed: block1",
+    ),
+    (
+        {"methods": [{"method": "sp", "params": {"teacher_layer": "conv"}}]},
+        "methods[0].params.teacher_layer",
+        "allowed: block1",
+    ),
     ({"seeds": []}, "seeds", "non-empty"),
     ({"seeds": [0, 0]}, "seeds", "non-unique"),
     ({"seeds": [-1]}, "seeds[0]", "minimum"),
@@ -71,11 +124,31 @@ BAD = [
     ({"models": {"teacher": {"channels": 4}}}, "models.teacher", "family"),
     ({"models": {"teacher": {"family": "mlp", "channels": 4}}}, "models.teacher.channels", "hidden, dropout"),
     ({"models": {"t__x": {"family": "mlp"}}}, "models", "'__'"),
-    ({"assistants": ["ghost"]}, "assistants[0]", "not defined under 'models'"),
-    ({"student": "teacher"}, "student", "distinct"),
+    (
+        {"pairs": [{"teacher": "teacher", "assistants": ["ghost"], "student": "student"}]},
+        "pairs[0].assistants[0]",
+        "not defined under 'models'",
+    ),
+    (
+        {"pairs": [{"teacher": "ghost", "student": "student"}]},
+        "pairs[0].teacher",
+        "not defined under 'models'",
+    ),
+    ({"pairs": [{"teacher": "teacher", "student": "teacher"}]}, "pairs[0].student", "distinct"),
+    (
+        {
+            "pairs": [
+                {"teacher": "teacher", "student": "student"},
+                {"teacher": "teacher", "student": "student"},
+            ]
+        },
+        "pairs[1]",
+        "each pair once",
+    ),
+    ({"pairs": [{"teacher": "teacher"}]}, "pairs[0]", "'student' is a required property"),
+    ({"pairs": []}, "pairs", "non-empty"),
     ({"tuning": {"n_trials": 0}}, "tuning.n_trials", "minimum"),
-    ({"tuning": {"temperature": {"low": 10, "high": 2}}}, "tuning.temperature", "must not exceed"),
-    ({"tuning": {"alpha": {"low": 0, "high": 2}}}, "tuning.alpha.high", "maximum"),
+    ({"tuning": {"temperature": {"low": 1, "high": 2}}}, "'tuning.temperature' is no longer used", "search:"),
     ({"tuning": {"pruner": {"warmup": 3}}}, "tuning.pruner.warmup", "warmup_fraction"),
     ({"tracking": {"uri": "mysql://x"}}, "tracking.uri", "sqlite"),
     ({"experiment": "has space"}, "experiment", "does not match"),

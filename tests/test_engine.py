@@ -163,8 +163,8 @@ def test_cached_teacher_logits_equal_a_live_teacher_in_eval_mode(small_splits):
     live = live_kd_objective(teacher, 4.0, 0.5)
     idx = torch.arange(10, 30)
     student = build_model({"family": "mlp", "hidden": [16]}, (40,), 10)
-    a = kd_objective(cached, 4.0, 0.5)(student, train.x[idx], train.y[idx], idx)
-    b = live(student, train.x[idx], train.y[idx], idx)
+    a = kd_objective(cached, 4.0, 0.5)(student, train.x[idx], train.y[idx], idx, 1)
+    b = live(student, train.x[idx], train.y[idx], idx, 1)
     assert torch.allclose(a["loss"], b["loss"])
 
 

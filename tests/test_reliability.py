@@ -134,8 +134,9 @@ def test_damaged_teacher_logits_are_refused_naming_file_and_recovery(teacher, tm
     flip_byte(t / "logits.pt")
     student = tmp_path / "student"
     with pytest.raises(CorruptFileError) as err:
-        train_job(data, student, teacher=jobs.TeacherRef(t / "logits.pt", t / "fit.json"),
-                  kd_params={"temperature": 4.0, "alpha": 0.5})  # fmt: skip
+        ref = jobs.TeacherRef(t / "logits.pt", t / "fit.json", t / "model.pt")
+        kd = jobs.MethodRef("kd", {"temperature": 4.0, "alpha": 0.5, "logit_std": False})
+        train_job(data, student, teacher=ref, method=kd)
     assert str(t / "logits.pt") in str(err.value) and "cache_logits recomputes it" in str(err.value)
     assert not (student / "checkpoint.pt").exists() and not (student / "model.pt").exists()
 

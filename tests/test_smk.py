@@ -1,7 +1,8 @@
 """The adapters from a validated config to the dataclasses jobs take."""
 
 from kdflow.config import check_config
-from kdflow.smk import pruner_config, search_space, train_config
+from kdflow.smk import method_ref, pruner_config, search_space, train_config
+from kdflow.tuning import Range
 
 
 def test_model_train_block_overrides_the_shared_settings():
@@ -18,10 +19,22 @@ def test_pruner_warmup_is_a_fraction_of_the_student_epochs():
     assert pruner_config(cfg, "teacher").n_warmup_steps == 20
 
 
-def test_search_space_from_config():
-    cfg = check_config({"tuning": {"temperature": {"low": 2, "high": 8}}})
-    space = search_space(cfg)
-    assert (space.t_low, space.t_high, space.a_low, space.a_high) == (2, 8, 0.0, 1.0)
+def test_search_space_is_the_methods_own_with_the_config_ranges_and_without_fixed_values():
+    kd = {"method": "kd", "search": {"temperature": {"low": 2, "high": 8}}}
+    dkd = {"method": "dkd", "params": {"temperature": 4.0}}
+    cfg = check_config({"methods": [kd, dkd]})
+    assert search_space(cfg, "kd") == {"temperature": Range(2.0, 8.0, log=True), "alpha": Range(0.0, 1.0)}
+    assert search_space(cfg, "dkd") == {"beta": Range(1.0, 16.0, log=True)}  # T is fixed: not tuned
+
+
+def test_method_ref_takes_defaults_config_values_then_tuned_values(tmp_path):
+    from kdflow.atomic import write_json
+
+    cfg = check_config({"methods": [{"method": "dkd", "name": "dkd6", "params": {"beta": 6.0}}]})
+    assert method_ref(cfg, "dkd6").hp["beta"] == 6.0 and method_ref(cfg, "dkd6").hp["warmup"] == 20
+    write_json(tmp_path / "best.json", {"params": {"temperature": 2.5}, "val_acc": 0.5})
+    ref = method_ref(cfg, "dkd6", str(tmp_path / "best.json"))
+    assert ref.method == "dkd" and ref.hp["temperature"] == 2.5 and ref.hp["beta"] == 6.0
 
 
 def test_model_spec_with_train_block_builds():

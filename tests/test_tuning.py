@@ -8,14 +8,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from kdflow.distillation import DistillSetup
 from kdflow.engine import TrainConfig, fit, predict_logits, scratch_objective
+from kdflow.methods import METHODS
 from kdflow.models import build_model
 from kdflow.tracking import TrackingSpec
 from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
 from kdflow.tuning import (
+    KD_SPACE,
     IncompleteStudyError,
     PrunerConfig,
-    SearchSpace,
+    Range,
     best_params,
     check_complete,
     claim_lock,
@@ -35,9 +38,13 @@ def ctx(small_splits):
     torch.manual_seed(0)
     teacher = build_model({"family": "cnn1d", "channels": 16, "layers": 2}, (40,), 10)
     teacher = fit(teacher, train, val, TrainConfig(epochs=4, batch_size=64), scratch_objective()).model
+    spec, kd = {"family": "mlp", "hidden": [16]}, METHODS["kd"]
+    setup = DistillSetup.build(
+        kd, kd.resolve(), spec, (40,), 10, None, train.x, predict_logits(teacher, train.x)
+    )
     return TrialContext(
-        {"family": "mlp", "hidden": [16]}, (40,), 10, train, val, TrainConfig(epochs=4, batch_size=64),
-        predict_logits(teacher, train.x), OFF, {}, None, "tune/t__s", "j",
+        setup, {"logit_std": False}, None, train, val, TrainConfig(epochs=4, batch_size=64),
+        OFF, {}, None, "tune/kd/t__s", "j",
     )  # fmt: skip
 
 
@@ -57,7 +64,7 @@ def finished(study):
 def test_study_reaches_trial_count_within_the_search_space(ctx, tmp_path, batch):
     calls = []
     trainer = stacked_trainer(ctx) if batch > 1 else sequential_trainer(ctx)
-    space = SearchSpace(2.0, 8.0, 0.1, 0.9)
+    space = {"temperature": Range(2.0, 8.0, log=True), "alpha": Range(0.1, 0.9)}
     study = run_study(tmp_path / "s.journal", "e", space, 6, 0, PRUNER, counting(trainer, calls), batch)
     assert len(finished(study)) == 6 and len(calls) == 6
     for t in finished(study):
@@ -70,14 +77,14 @@ def test_study_reaches_trial_count_within_the_search_space(ctx, tmp_path, batch)
 
 def test_stacked_trials_give_the_values_of_one_by_one_trials(ctx, tmp_path):
     no_prune = PrunerConfig(n_startup_trials=100, n_warmup_steps=100)
-    one = run_study(tmp_path / "a.journal", "e", SearchSpace(), 4, 0, no_prune, sequential_trainer(ctx), 1)
-    params = [(t.params["temperature"], t.params["alpha"]) for t in one.trials]
+    one = run_study(tmp_path / "a.journal", "e", KD_SPACE, 4, 0, no_prune, sequential_trainer(ctx), 1)
+    params = [dict(t.params) for t in one.trials]
     # Replay the same (T, alpha) as one stacked batch.
     study = open_study(tmp_path / "b.journal", "e", 0, no_prune)
     trials = [study.ask() for _ in params]
-    for t, (temp, a) in zip(trials, params):
-        t.suggest_float("temperature", temp, temp)
-        t.suggest_float("alpha", a, a)
+    for t, p in zip(trials, params):
+        t.suggest_float("temperature", p["temperature"], p["temperature"])
+        t.suggest_float("alpha", p["alpha"], p["alpha"])
     values = stacked_trainer(ctx)(trials, params)
     for t, v in zip(one.trials, values):
         assert v == pytest.approx(t.value, abs=0.0051)  # one validation sample in 200
@@ -94,9 +101,9 @@ def test_rerun_continues_an_interrupted_study(ctx, tmp_path):
         return counting(trainer, calls)(trials, params)
 
     with pytest.raises(KeyboardInterrupt):
-        run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, dies_on_third)
+        run_study(journal, "e", KD_SPACE, 5, 0, PRUNER, dies_on_third)
     assert calls == [0, 1]
-    study = run_study(journal, "e", SearchSpace(), 5, 0, PRUNER, counting(trainer, calls))
+    study = run_study(journal, "e", KD_SPACE, 5, 0, PRUNER, counting(trainer, calls))
     assert study.trials[2].state == TrialState.FAIL  # the interrupted trial is failed, not counted
     assert len(finished(study)) == 5
     assert calls == [0, 1, 3, 4, 5]  # finished trials were not redone
@@ -110,7 +117,7 @@ def test_trials_left_running_by_a_killed_worker_are_failed_on_restart(ctx, tmp_p
     study = open_study(journal, "e", 0, PRUNER)
     study.ask()  # trials that a SIGKILLed batch left RUNNING
     study.ask()
-    study = run_study(journal, "e", SearchSpace(), 2, 0, PRUNER, stacked_trainer(ctx), 2)
+    study = run_study(journal, "e", KD_SPACE, 2, 0, PRUNER, stacked_trainer(ctx), 2)
     assert [t.state for t in study.trials[:2]] == [TrialState.FAIL, TrialState.FAIL]
     assert len(finished(study)) == 2
 
@@ -121,7 +128,7 @@ def test_diverging_trial_is_pruned_with_its_reason(ctx, tmp_path, batch):
         **{**ctx.__dict__, "cfg": TrainConfig(epochs=3, batch_size=64, lr=1e9, optimizer="sgd")}
     )
     trainer = stacked_trainer(bad) if batch > 1 else sequential_trainer(bad)
-    study = run_study(tmp_path / "s.journal", "e", SearchSpace(), 3, 0, PRUNER, trainer, batch)
+    study = run_study(tmp_path / "s.journal", "e", KD_SPACE, 3, 0, PRUNER, trainer, batch)
     for t in study.trials:
         assert t.state == TrialState.PRUNED
         assert "at epoch 1" in t.user_attrs["pruned_reason"]
@@ -149,7 +156,8 @@ def _quick_batch(hang_file: str | None = None):
             Path(hang_file).write_text("in trial")
             time.sleep(600)
         out = []
-        for t, (temp, alpha) in zip(trials, params):
+        for t, p in zip(trials, params):
+            temp, alpha = p["temperature"], p["alpha"]
             for step in range(3):
                 t.report(alpha * step, step)
             time.sleep(0.1)
@@ -163,7 +171,7 @@ def _worker(journal, n_trials, worker, n_workers, barrier=None, hang_file=None):
     if barrier is not None:
         barrier.wait()  # start together, after the imports
     run_study(
-        Path(journal), "e", SearchSpace(), n_trials, 0, PRUNER, _quick_batch(hang_file), 2,
+        Path(journal), "e", KD_SPACE, n_trials, 0, PRUNER, _quick_batch(hang_file), 2,
         worker=worker, n_workers=n_workers,
     )  # fmt: skip
 
@@ -235,10 +243,10 @@ def test_a_restarted_worker_leaves_other_workers_running_trials_alone(tmp_path):
     journal = tmp_path / "s.journal"
     study = open_study(journal, "e", 0, PRUNER)
     with claim_lock(journal):
-        alive = claim_trials(study, SearchSpace(), 4, 0, worker=1, most=1)  # worker 1, still running
+        alive = claim_trials(study, KD_SPACE, 4, 0, worker=1, most=1)  # worker 1, still running
     with claim_lock(journal):
-        gone = claim_trials(study, SearchSpace(), 4, 0, worker=3, most=1)  # a worker no longer configured
-    study = run_study(journal, "e", SearchSpace(), 4, 0, PRUNER, _quick_batch(), 2, worker=0, n_workers=2)
+        gone = claim_trials(study, KD_SPACE, 4, 0, worker=3, most=1)  # a worker no longer configured
+    study = run_study(journal, "e", KD_SPACE, 4, 0, PRUNER, _quick_batch(), 2, worker=0, n_workers=2)
     states = {t.number: t.state for t in study.trials}
     assert states[alive[0][0].number] == TrialState.RUNNING
     assert states[gone[0][0].number] == TrialState.FAIL
@@ -250,9 +258,7 @@ def test_start_up_points_do_not_depend_on_the_stack_size(tmp_path):
     workers: trial n is drawn with seed + n."""
     points = []
     for batch in (1, 4):
-        study = run_study(
-            tmp_path / f"b{batch}.journal", "e", SearchSpace(), 8, 0, PRUNER, _quick_batch(), batch
-        )
+        study = run_study(tmp_path / f"b{batch}.journal", "e", KD_SPACE, 8, 0, PRUNER, _quick_batch(), batch)
         points.append([t.params for t in study.trials])
     assert points[0] == points[1]
     assert len({tuple(p.values()) for p in points[0]}) == 8
