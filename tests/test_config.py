@@ -78,6 +78,9 @@ BAD = [
     ({"methods": [{"method": "kd", "name": "scratch"}]}, "methods[0].name", "reserved"),
     ({"methods": [{"method": "kd", "name": "a__b"}]}, "methods[0].name", "single underscores"),
     ({"methods": []}, "methods", "non-empty"),
+    ({"methods": [{"method": "kd", "pairs": [2]}]}, "methods[0].pairs", "0 to 1"),
+    ({"methods": [{"method": "kd", "pairs": []}]}, "methods[0].pairs", "leave it out"),
+    ({"methods": ["fsp"]}, "methods[0]", "equal channel counts"),
     (
         {"methods": [{"method": "kd", "search": {"beta": {"low": 1, "high": 2}}}]},
         "methods[0].search.beta",

@@ -8,7 +8,16 @@ import pytest
 from kdflow import data, models
 from kdflow.methods import METHODS as REAL_METHODS
 from kdflow.methods.__main__ import declarations
-from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED, METHODS, METHODS_FILE, feature_names
+from kdflow.registry import (
+    DATASET_RANK,
+    FAMILIES,
+    GENERATED,
+    METHODS,
+    METHODS_FILE,
+    VECTOR_BLOCKS,
+    block_channels,
+    feature_names,
+)
 
 
 def test_every_dataset_has_a_loader_and_the_generated_one_has_the_declared_rank():
@@ -59,3 +68,6 @@ def test_feature_names_are_what_forward_features_gives(family):
     model = models.build_model(spec, shape, 10)
     _, feats = model.forward_features(torch.zeros(2, *shape))
     assert sorted(feats) == sorted(feature_names(spec))
+    if family not in VECTOR_BLOCKS:
+        channels = [feats[f"block{i}"].shape[1] for i in range(1, len(block_channels(spec)) + 1)]
+        assert channels == block_channels(spec)

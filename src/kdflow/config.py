@@ -20,7 +20,15 @@ import jsonschema
 import yaml
 
 from kdflow import plan
-from kdflow.registry import DATASET_RANK, FAMILIES, GENERATED, METHODS, VECTOR_BLOCKS, feature_names
+from kdflow.registry import (
+    DATASET_RANK,
+    FAMILIES,
+    GENERATED,
+    METHODS,
+    VECTOR_BLOCKS,
+    block_channels,
+    feature_names,
+)
 from kdflow.tracking import redact
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -216,11 +224,23 @@ def _check_methods(c: dict) -> None:
     for i, entry in enumerate(c["methods"]):
         key = f"methods[{i}]"
         if isinstance(entry, dict):
-            extra = sorted(set(entry) - {"method", "name", "params", "search"})
+            extra = sorted(set(entry) - {"method", "name", "params", "search", "pairs"})
             if extra:
                 raise ConfigError(
                     f"config key '{key}.{extra[0]}' is not allowed; "
-                    "allowed keys here: method, name, params, search"
+                    "allowed keys here: method, name, params, search, pairs"
+                )
+            only = entry.get("pairs", [0])  # absent: every pair
+            n = len(c["pairs"])
+            if (
+                not isinstance(only, list)
+                or not only
+                or len(set(map(str, only))) != len(only)
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in only)
+            ):
+                raise ConfigError(
+                    f"config key '{key}.pairs': {only!r} must list distinct indices of `pairs` "
+                    f"(0 to {n - 1}); leave it out to distil every pair"
                 )
             if "method" not in entry:
                 raise ConfigError(f"config key '{key}': 'method' is a required property (one of: {known})")
@@ -288,15 +308,19 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
         return
     models = c["models"]
     for i, pair in enumerate(c["pairs"]):
+        if spec.pairs is not None and i not in spec.pairs:
+            continue
         chain = [pair["teacher"], *pair.get("assistants", []), pair["student"]]
         for name in chain:
             family = models[name]["family"]
-            if info.features == "map" and family in VECTOR_BLOCKS:
+            if info.features.startswith("map") and family in VECTOR_BLOCKS:
                 raise ConfigError(
                     f"config key '{key}': method {spec.method!r} needs spatial feature maps, and model "
                     f"{name!r} of pairs[{i}] (family {family!r}) gives only vectors; "
                     f"families with maps: {', '.join(sorted(set(FAMILIES) - VECTOR_BLOCKS))}"
                 )
+        if info.features == "map_same_channels":
+            _check_same_channels(key, spec.method, i, [models[n] for n in chain], chain)
         for side, names in (("student_layer", chain[1:]), ("teacher_layer", chain[:-1])):
             layer = spec.params.get(side)
             for name in names if layer else ():
@@ -306,6 +330,20 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                         f"config key '{key}.params.{side}': model {name!r} has no feature {layer!r}; "
                         f"allowed: {', '.join(allowed)}"
                     )
+
+
+def _check_same_channels(key: str, method: str, i: int, specs: list[dict], chain: list[str]) -> None:
+    """Blocks paired from the last one (methods.base.pair_blocks) must have equal channel counts."""
+    for (t_name, t), (s_name, s) in zip(zip(chain, specs), zip(chain[1:], specs[1:])):
+        ct, cs = block_channels(t), block_channels(s)
+        k = min(len(ct), len(cs))
+        if k < 2 or ct[len(ct) - k :] != cs[len(cs) - k :]:
+            raise ConfigError(
+                f"config key '{key}': method {method!r} compares blocks of equal channel counts, and "
+                f"pairs[{i}] pairs {t_name!r} (block channels {ct}) with {s_name!r} ({cs}); it needs "
+                f"two or more blocks of equal widths. Give the entry `pairs:` (the indices of pairs "
+                "whose models have equal widths) to distil only those"
+            )
 
 
 def _check_tracking_uri(uri: str) -> None:

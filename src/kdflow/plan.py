@@ -42,6 +42,7 @@ class MethodSpec:
     method: str  # the kdflow.methods registry name
     params: dict = field(default_factory=dict)  # fixed values (not tuned)
     search: dict = field(default_factory=dict)  # tuned value -> {low, high}
+    pairs: tuple[int, ...] | None = None  # the pairs (indices) it distils; None: every pair
 
 
 def pairs(cfg: dict) -> list[Pair]:
@@ -52,8 +53,13 @@ def method_spec(entry: str | dict) -> MethodSpec:
     """A `methods` entry as written (a name, or {method, name, params, search})."""
     if isinstance(entry, str):
         return MethodSpec(entry, entry)
+    only = entry.get("pairs")
     return MethodSpec(
-        entry.get("name", entry["method"]), entry["method"], entry.get("params", {}), entry.get("search", {})
+        entry.get("name", entry["method"]),
+        entry["method"],
+        entry.get("params", {}),
+        entry.get("search", {}),
+        tuple(only) if only is not None else None,
     )
 
 
@@ -65,10 +71,16 @@ def method_by_name(cfg: dict, name: str) -> MethodSpec:
     return next(m for m in methods(cfg) if m.name == name)
 
 
-def lineages(cfg: dict) -> list[str]:
-    """Every distilled model's lineage, chain prefixes first, each once."""
+def method_pairs(cfg: dict, spec: MethodSpec) -> list[Pair]:
+    """The pairs a method row distils: all, or those its entry names."""
+    every = pairs(cfg)
+    return every if spec.pairs is None else [every[i] for i in spec.pairs]
+
+
+def lineages(cfg: dict, spec: MethodSpec | None = None) -> list[str]:
+    """Every distilled model's lineage (of the pairs `spec` distils), chain prefixes first, each once."""
     out: dict[str, None] = {}
-    for p in pairs(cfg):
+    for p in pairs(cfg) if spec is None else method_pairs(cfg, spec):
         for k in range(2, len(p.chain) + 1):
             out[SEP.join(p.chain[:k])] = None
     return list(out)

@@ -36,10 +36,22 @@ def feature_names(spec: dict) -> list[str]:
     return [f"block{i}{s}" for i in range(1, n + 1) for s in ("", "_pre")] + ["penultimate"]
 
 
+def block_channels(spec: dict) -> list[int]:
+    """Channel counts of a map family's blocks, in order (as the model constructors build them)."""
+    family = spec["family"]
+    if family == "cnn1d":
+        return [spec.get("channels", 32)] * spec.get("layers", 3)
+    if family == "cnn2d":
+        return [spec.get("channels", 32) * 2 ** min(i, 3) for i in range(spec.get("layers", 4))]
+    if family == "resnet":
+        return [spec.get("width", 16) * 2**i for i in range(3)]
+    raise ValueError(f"family {family!r} has no feature maps")
+
+
 class MethodInfo(NamedTuple):
     """A method as config validation and the DAG see it (kdflow.methods.base.Method has the rest)."""
 
-    features: str | None  # None: logits only; "map": spatial feature maps; "any": maps or vectors
+    features: str | None  # None: logits only; "map", "map_same_channels", "any": see methods.base
     pretrain: bool  # has a stage before student training (a `pretrain` rule)
     params: dict  # hyperparameter -> default (its type is the type a config value must have)
     tune: tuple[str, ...]  # tuned by default

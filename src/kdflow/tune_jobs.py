@@ -21,8 +21,8 @@ from pathlib import Path
 from kdflow import data as datamod
 from kdflow import tracking as trk
 from kdflow.atomic import atomic_write, read_json, sha256, write_json
-from kdflow.engine import TrainConfig, fingerprint
 from kdflow.checkpoint import load_checkpoint
+from kdflow.engine import TrainConfig, fingerprint
 from kdflow.jobs import DataRef, JobInfo, MethodRef, TeacherRef, distill_setup, load_teacher
 from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
 from kdflow.tuning import (
@@ -109,7 +109,9 @@ def tune_worker(
     student's family allows it (kdflow.stacked), at most an even share of the study per worker."""
     started = read_json(run_file)
     train_split, val_split = study.data.load("train"), study.data.load("val")
-    t_meta, setup = distill_setup(study.data, study.spec, study.teacher, study.method, (train_split, val_split))
+    t_meta, setup = distill_setup(
+        study.data, study.spec, study.teacher, study.method, (train_split, val_split)
+    )
     pretrained = load_checkpoint(study.pretrained)["distiller"] if study.pretrained else None
     tags = {**study.tags(t_meta), "tune_worker": worker}
     name = f"{study.run_name}/worker{worker}"

@@ -176,7 +176,7 @@ def get_all_model_dirs():
         for model in plan.scratch_models(config):
             dirs.append(TRAIN_DIR.format(model=model, seed=seed))
         for m in plan.methods(config):
-            for lineage in plan.lineages(config):
+            for lineage in plan.lineages(config, m):
                 dirs.append(DISTILL_DIR.format(method=m.name, lineage=lineage, seed=seed))
     return dirs
 
@@ -190,7 +190,7 @@ def get_tuning_results():
         f"{TUNE_DIR.format(method=m.name, lineage=lineage)}/trials.parquet"
         for m in plan.methods(config)
         if tuned(m.name)
-        for lineage in plan.lineages(config)
+        for lineage in plan.lineages(config, m)
     ]
 
 

@@ -90,7 +90,8 @@ class Method:
     params: ClassVar[dict[str, Param]] = {}
     tune: ClassVar[tuple[str, ...]] = ()  # tuned by default (each must be tunable)
     # None: logits only. "map": spatial feature maps (B, C, *spatial) from every layer it reads;
-    # "any": maps or vectors.
+    # "map_same_channels": maps whose paired blocks have equal channel counts (FSP's matrices);
+    # "any": maps or vectors. Config validation refuses a pair whose models cannot give them.
     feature_kind: ClassVar[str | None] = None
     # Which layers a feature method reads when the config names none: "last" (the last block),
     # "middle" (the middle block: FitNets' hint), "penultimate" (the embedding before the

@@ -48,7 +48,7 @@ class FSP(Method):
         "init_epochs": Param(30, doc="epochs of the init stage (train_student.py --init_epochs)"),
     }
     tune = ()  # the main stage is plain CE: nothing of FSP's own is left to tune there
-    feature_kind = "map"
+    feature_kind = "map_same_channels"
     layer_roles = "blocks"
     pretrain = Pretrain(trains="student")
 
