@@ -20,6 +20,11 @@ TINY = {
         "assistant": {"family": "cnn1d", "channels": 8, "layers": 2},
         "student": {"family": "mlp", "hidden": [16]},
     },
+    "pairs": [
+        {"teacher": "teacher", "student": "student"},
+        {"teacher": "teacher", "assistants": ["assistant"], "student": "student"},
+    ],
+    "methods": ["kd", "dkd"],  # kd's trials stack; dkd's run one by one over its own search space
     "seeds": [0, 1],
     "train": {"epochs": 3},
     # Two workers per study: the parallel-tuning path, with its MLflow nesting, end to end.
@@ -44,40 +49,66 @@ def test_dry_run_of_default_config_plans_the_whole_dag(tmp_path):
     assert {rule: planned.get(rule) for rule in expected} == expected, (proc.stdout + proc.stderr)[-2000:]
 
 
+def test_dry_run_of_the_methods_example_plans_every_cell_once(tmp_path):
+    example = yaml.safe_load((REPO / "config" / "examples" / "methods_mnist1d.yaml").read_text())
+    planned = planned_jobs(ok(snakemake(tmp_path, example, "--dry-run")))
+    edges = [len(p.get("assistants", [])) + 1 for p in example["pairs"]]  # its pairs share no chain
+    rows = [
+        m.get("pairs", range(len(edges))) if isinstance(m, dict) else range(len(edges))
+        for m in example["methods"]
+    ]
+    assert planned["distill"] == len(example["seeds"]) * sum(edges[i] for row in rows for i in row)
+    assert planned["pretrain"] > 0 and planned["tune_select"] > 0
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tmp_path):
     ok(snakemake(tmp_path, TINY, "--cores", "2"))
     results = tmp_path / "results" / "tiny"
 
     rows = pd.read_parquet(results / "summary.parquet")
-    assert len(rows) == 2 * 5  # seeds x (teacher, assistant, scratch, kd, takd)
-    assert sorted(rows.groupby(["role", "method"]).size().items()) == [
-        (("assistant", "kd"), 2),
-        (("student", "kd"), 2),
-        (("student", "scratch"), 2),
-        (("student", "takd"), 2),
-        (("teacher", "scratch"), 2),
+    # seeds x (teacher, scratch student, and per method: assistant, student by kd, student by takd)
+    assert len(rows) == 2 * (2 + 2 * 3)
+    assert sorted(rows.groupby(["method", "lineage"]).size().items()) == [
+        (("dkd", "teacher__assistant"), 2),
+        (("dkd", "teacher__assistant__student"), 2),
+        (("dkd", "teacher__student"), 2),
+        (("kd", "teacher__assistant"), 2),
+        (("kd", "teacher__assistant__student"), 2),
+        (("kd", "teacher__student"), 2),
+        (("scratch", "student"), 2),
+        (("scratch", "teacher"), 2),
     ]
     assert rows.test_acc.between(0, 1).all() and (rows.test_acc > 0.1).any()
+    dkd = rows[rows.method == "dkd"]
+    assert dkd.beta.notna().all() and dkd.warmup.eq(20).all()  # its hyperparameters are in the rows
     report = (results / "report.md").read_text()
-    assert "| student | student | takd |" in report and "±" in report
+    assert "teacher → assistant → student" in report and "±" in report
     for plot in ("accuracy_vs_params.png", "tuning.png"):
         assert (results / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
 
-    # Optuna: every edge's journal holds one study, with exactly the configured finished trials.
-    for edge in ("teacher__assistant", "teacher__student", "assistant__student"):
-        study = only_study(results / "tune" / edge / "study.journal")
-        best = json.loads((results / "tune" / edge / "best_params.json").read_text())
-        assert study.study_name == best["study"]
-        done = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
-        assert len(done) == 3 and len(study.trials) == 3  # exactly n_trials, with two workers
-        assert best["val_acc"] == study.best_value
-        workers = [json.loads((results / "tune" / edge / f"workers/{k}.json").read_text()) for k in (0, 1)]
-        mine = [n for w in workers for n in w["trials"]]  # what each worker says it ran
-        assert sorted(mine) == [t.number for t in done]
-        assert all(
-            t.user_attrs["worker"] == w["worker"] for w in workers for t in done if t.number in w["trials"]
-        )
+    # Optuna: every (method, edge) journal holds one study with exactly the configured trials,
+    # over the method's own search space.
+    for method, space in (("kd", {"temperature", "alpha"}), ("dkd", {"beta", "temperature"})):
+        for lineage in ("teacher__assistant", "teacher__student", "teacher__assistant__student"):
+            tune = results / "tune" / method / lineage
+            study = only_study(tune / "study.journal")
+            best = json.loads((tune / "best_params.json").read_text())
+            assert study.study_name == best["study"] and set(best["params"]) == space
+            done = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+            assert len(done) == 3 and len(study.trials) == 3  # exactly n_trials, with two workers
+            assert best["val_acc"] == study.best_value
+            workers = [json.loads((tune / f"workers/{k}.json").read_text()) for k in (0, 1)]
+            mine = [n for w in workers for n in w["trials"]]  # what each worker says it ran
+            assert sorted(mine) == [t.number for t in done]
+            assert all(
+                t.user_attrs["worker"] == w["worker"]
+                for w in workers
+                for t in done
+                if t.number in w["trials"]
+            )
+            fit = json.loads((results / "distill" / method / lineage / "seed1" / "fit.json").read_text())
+            assert all(fit["hp"][k] == v for k, v in best["params"].items())  # trained with the best
 
     # MLflow: a run per job with the lineage tags; trials nested under their tuning run.
     client = tracking_client(tmp_path)
@@ -88,13 +119,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         assert r.info.status in allowed, (r.info.run_name, r.info.status)
     for name in (
         "train/teacher/seed0",
-        "distill/teacher__assistant/seed1",
-        "distill/assistant__student/seed0",
+        "distill/kd/teacher__assistant/seed1",
+        "distill/dkd/teacher__assistant__student/seed0",
     ):
         tags = by_name[name].data.tags
         for key in (
             "role",
             "method",
+            "pair",
             "seed",
             "edge",
             "teacher_run_id",
@@ -103,19 +135,20 @@ def test_tiny_pipeline_end_to_end(tmp_path):
             "config_hash",
         ):
             assert key in tags, (name, key)
-    kd = by_name["distill/teacher__student/seed0"]
+    kd = by_name["distill/kd/teacher__student/seed0"]
     assert kd.data.tags["teacher_run_id"] == by_name["train/teacher/seed0"].info.run_id
-    takd = by_name["distill/assistant__student/seed1"]
-    assert takd.data.tags["teacher_run_id"] == by_name["distill/teacher__assistant/seed1"].info.run_id
-    assert takd.data.tags["method"] == "takd" and "temperature" in takd.data.params
+    assert kd.data.tags["method"] == "kd" and kd.data.tags["pair"] == "teacher → student"
+    takd = by_name["distill/dkd/teacher__assistant__student/seed1"]
+    assert takd.data.tags["teacher_run_id"] == by_name["distill/dkd/teacher__assistant/seed1"].info.run_id
+    assert takd.data.tags["method"] == "dkd" and {"beta", "temperature", "warmup"} <= set(takd.data.params)
     assert "test_acc" in kd.data.metrics and "val_acc" in kd.data.metrics
     assert len(client.get_metric_history(kd.info.run_id, "val_acc")) == 3  # one per epoch
     # One tuning run per edge, its workers' runs nested under it, each trial's under its worker's.
     parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
-    tune_run = by_name["tune/teacher__student"]
-    workers = {by_name[f"tune/teacher__student/worker{k}"].info.run_id for k in (0, 1)}
+    tune_run = by_name["tune/kd/teacher__student"]
+    workers = {by_name[f"tune/kd/teacher__student/worker{k}"].info.run_id for k in (0, 1)}
     assert {parent[w] for w in workers} == {tune_run.info.run_id}
-    trials = [r for r in runs if r.info.run_name.startswith("tune/teacher__student/trial")]
+    trials = [r for r in runs if r.info.run_name.startswith("tune/kd/teacher__student/trial")]
     assert len(trials) == 3 and all(parent[r.info.run_id] in workers for r in trials)
     assert tune_run.data.metrics["n_finished"] == 3 and "best_temperature" in tune_run.data.params
     artifacts = {a.path for a in client.list_artifacts(kd.info.run_id)}
@@ -127,35 +160,51 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assistants", [[], ["a1", "a2"]], ids=["no-assistants", "two-assistants"])
-def test_chains_of_zero_and_two_assistants_run(tmp_path, assistants):
+def test_feature_methods_with_modules_and_pretraining_stages_run_along_chains(tmp_path):
+    """The matrix shape with the methods that add the most machinery: CRD's memory bank, FT's
+    paraphraser stage, FitNets' regressor restricted to one pair; a chain of two assistants."""
     config = {
-        "experiment": "chain",
+        "experiment": "matrix",
         "models": {
-            "teacher": {"family": "cnn1d", "channels": 8, "layers": 2},
-            "a1": {"family": "mlp", "hidden": [32]},
-            "a2": {"family": "mlp", "hidden": [16]},
-            "student": {"family": "mlp", "hidden": [8]},
+            "teacher": {"family": "cnn1d", "channels": 16, "layers": 3},
+            "a1": {"family": "cnn1d", "channels": 12, "layers": 2},
+            "a2": {"family": "cnn1d", "channels": 8, "layers": 2},
+            "student": {"family": "cnn1d", "channels": 4, "layers": 2},
         },
-        "assistants": assistants,
+        "pairs": [
+            {"teacher": "teacher", "student": "student"},
+            {"teacher": "teacher", "assistants": ["a1", "a2"], "student": "student"},
+        ],
+        "methods": [
+            "crd",
+            {"method": "ft", "params": {"init_epochs": 2}},
+            {"method": "fitnets", "name": "hint1", "params": {"student_layer": "block1"}, "pairs": [1]},
+        ],
         "seeds": [0],
         "train": {"epochs": 2},
-        "tuning": {"enabled": not assistants, "n_trials": 2},
+        "tuning": {"enabled": False},
         "tracking": {"enabled": False},
     }
-    ok(snakemake(tmp_path, config, "--cores", "2"))
-    rows = pd.read_parquet(tmp_path / "results" / "chain" / "summary.parquet")
-    expected = {("teacher", "scratch"), ("student", "scratch"), ("student", "kd")}
-    if assistants:
-        expected |= {("assistant", "kd"), ("student", "takd")}
-        assert (tmp_path / "results" / "chain" / "distill" / "a1__a2" / "seed0" / "model.pt").exists()
-    assert set(zip(rows.role, rows.method, strict=True)) == expected
+    proc = ok(snakemake(tmp_path, config, "--cores", "2"))
+    results = tmp_path / "results" / "matrix"
+    rows = pd.read_parquet(results / "summary.parquet")
+    chains = ["teacher__student", "teacher__a1", "teacher__a1__a2", "teacher__a1__a2__student"]
+    expected = {("scratch", "teacher"), ("scratch", "student")}
+    expected |= {(m, c) for m in ("crd", "ft") for c in chains} | {("hint1", c) for c in chains[1:]}
+    assert set(zip(rows.method, rows.lineage, strict=True)) == expected
+    counts = rows.groupby("lineage").num_params.nunique()
+    assert (counts == 1).all()  # every method's student has its scratch run's parameter count
+    for lineage in chains:  # FT's stage ran once per edge, before its distillation
+        assert (results / "pretrain" / "ft" / lineage / "seed0" / "pretrain.pt").exists()
+    assert planned_jobs(proc)["pretrain"] == 4
+    fit = json.loads((results / "distill" / "hint1" / "teacher__a1" / "seed0" / "fit.json").read_text())
+    assert fit["hp"]["student_layer"] == "block1" and fit["hp"]["feat_weight"] == 100.0
     assert not (tmp_path / "results" / "mlflow.db").exists()  # tracking off: nothing logged
 
 
 @pytest.mark.slow
 def test_bad_config_stops_before_any_job_and_writes_nothing(tmp_path):
-    proc = snakemake(tmp_path, {**TINY, "kd": {"alpha": 1.5}}, "--cores", "2")
+    proc = snakemake(tmp_path, {**TINY, "methods": ["kd", "hinton"]}, "--cores", "2")
     assert proc.returncode != 0
-    assert "config key 'kd.alpha'" in proc.stdout + proc.stderr
+    assert "config key 'methods[1]': unknown method 'hinton'" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()

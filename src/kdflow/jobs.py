@@ -14,6 +14,7 @@ holds its MLflow run id, which is how a student's run names its teacher's run (l
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -208,6 +209,7 @@ def train(
         params["teacher"] = t_meta["model"]
     name = f"{info.rule}/{info.path}/seed{info.seed}"
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
+        started = time.monotonic()
         result = fit(
             model,
             train_split,
@@ -220,6 +222,7 @@ def train(
             run_key=run_key,
             stage=name,
         )
+        fit_seconds = time.monotonic() - started  # the job's training, apart from its fixed costs
         best = result.model.student if teacher is not None else result.model
         model_sha = save_model(out_dir / "model.pt", best, spec, shape, n_cls)
         _write_history(result.history, out_dir / "history.parquet")
@@ -238,6 +241,7 @@ def train(
             "mlflow_run_id": run.run_id,
             "teacher_run_id": tags.get("teacher_run_id"),
             "hp": method.hp if method is not None else {},
+            "fit_seconds": round(fit_seconds, 3),
         }
         write_json(out_dir / "fit.json", meta)
         run.set_tags({"model_sha256": model_sha})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def tune_worker(
         stacked = parallel_trials > 1 and stackable(ctx)
         train_batch = stacked_trainer(ctx) if stacked else sequential_trainer(ctx)
         batch = min(parallel_trials, math.ceil(study.n_trials / n_workers)) if stacked else 1
+        started_at = time.monotonic()
         result = run_study(
             study.journal,
             started["study"],
@@ -144,7 +146,8 @@ def tune_worker(
             if t.user_attrs.get(WORKER) == worker and t.state in FINISHED
         ]
         run.log_metrics({"trials_run": len(mine)})
-    record = {"worker": worker, "trials": mine, "run_id": run.run_id}
+        seconds = round(time.monotonic() - started_at, 3)  # its trials, apart from the job's fixed costs
+    record = {"worker": worker, "trials": mine, "run_id": run.run_id, "fit_seconds": seconds}
     write_json(out, record)
     return record
 
