@@ -1,13 +1,21 @@
-"""Flat parameters: one optimizer step over one buffer gives the per-tensor optimizer's weights."""
+"""Flat parameters: kdflow.optim's step over one buffer gives torch's per-tensor optimizer's weights."""
 
 import pytest
 import torch
 from torch import nn
 
 from kdflow.checkpoint import save_model
-from kdflow.engine import TrainConfig, fit, make_optimizer, scratch_objective
+from kdflow.engine import (
+    TrainConfig,
+    epoch_permutation,
+    fit,
+    make_flat_optimizer,
+    make_optimizer,
+    make_scheduler,
+    scratch_objective,
+)
 from kdflow.flat import FlatParameters
-from kdflow.losses import kd_loss
+from kdflow.losses import ce_loss, kd_loss
 from kdflow.models import build_model
 
 SPEC = {"family": "cnn1d", "channels": 8, "layers": 2}  # conv, batch norm and linear tensors
@@ -25,7 +33,7 @@ def train_steps(model, opt, before_step=lambda: None, steps=25):
     for _ in range(steps):
         idx = torch.randperm(512, generator=g)[:128]
         loss = kd_loss(model(x[idx]), t[idx], y[idx], 4.0, 0.7)["loss"]
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         before_step()
         opt.step()
@@ -39,11 +47,39 @@ def test_flat_steps_give_the_per_tensor_optimizers_weights_bit_for_bit(optimizer
     expected = train_steps(per_tensor, make_optimizer(per_tensor.parameters(), cfg))
     model = new_model()
     flat = FlatParameters(model)
-    got = train_steps(model, make_optimizer([flat.param], cfg), flat.collect_grads)
+    got = train_steps(model, make_flat_optimizer(flat.param, cfg), flat.collect_grads)
     assert expected.keys() == got.keys()
     for k in expected:
         assert torch.equal(expected[k], got[k]), k
     assert not torch.equal(got["head.weight"], new_model().state_dict()["head.weight"])  # it trained
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_fit_ends_with_the_weights_of_torchs_per_tensor_optimizer_and_schedule(small_splits, optimizer):
+    """fit's whole update (flat buffer, kdflow.optim, cosine schedule per epoch) against the loop
+    with torch.optim per tensor; without validation fit keeps the last epoch's weights."""
+    train, _ = small_splits
+    cfg = TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, weight_decay=1e-3, seed=3)
+    result = fit(new_model(), train, None, cfg, scratch_objective())
+
+    model = new_model()
+    opt = make_optimizer(model.parameters(), cfg)
+    sched = make_scheduler(opt, cfg)
+    rates = []
+    for epoch in range(1, cfg.epochs + 1):
+        perm = epoch_permutation(len(train), cfg.seed, epoch, "cpu")
+        for start in range(0, len(train), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            loss = ce_loss(model(train.x[idx]), train.y[idx])["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        rates.append(opt.param_groups[0]["lr"])
+        sched.step()
+    expected, got = model.state_dict(), result.model.state_dict()
+    for k in expected:
+        assert torch.equal(expected[k], got[k]), k
+    assert [h["lr"] for h in result.history] == rates
 
 
 def test_parameters_become_views_of_the_buffer_and_loading_keeps_them():

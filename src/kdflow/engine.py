@@ -18,7 +18,8 @@ CPU a resumed fit ends with the same weights, bit for bit, as one that ran strai
 GPU with deterministic cuDNN, within 1e-5 (tests/test_cuda.py).
 
 The optimizer steps over one flat buffer holding every parameter (kdflow.flat): one step instead of
-one per tensor, with the same weights bit for bit.
+one per tensor, with the same weights bit for bit. It is kdflow.optim's AdamW or SGD, torch's
+arithmetic without torch.optim, whose Optimizer imports torch._dynamo (~1.3 s of every job).
 
 Side effects (progress, tracking, pruning) are callbacks; this module imports neither the
 tracker nor the tuner. Metrics stay on the device during an epoch: one host sync per epoch.
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdflow import optim
 from kdflow.callbacks import Callback
 from kdflow.checkpoint import load_checkpoint, save_checkpoint
 from kdflow.data import Split
@@ -60,9 +62,9 @@ class TrainConfig:
     device: str = "cpu"
 
 
-# Part of every checkpoint's key: a checkpoint whose optimizer state has another layout (before
-# flat parameters, one state per tensor) is not resumed but started afresh.
-STATE_FORMAT = 2
+# Part of every checkpoint's key: a checkpoint whose optimizer state has another layout (1: one
+# torch state per tensor; 2: torch's optimizer over the flat buffer) is not resumed but started afresh.
+STATE_FORMAT = 3
 
 
 class DivergenceError(RuntimeError):
@@ -139,6 +141,8 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: str) -> torch.Tenso
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """torch's per-tensor optimizer: for stacked students (kdflow.stacked), and the reference that
+    make_flat_optimizer equals bit for bit."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,6 +152,20 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def make_flat_optimizer(param: torch.Tensor, cfg: TrainConfig) -> optim.AdamW | optim.SGD:
+    """fit's optimizer over the one flat buffer: make_optimizer's update without torch.optim."""
+    if cfg.optimizer == "sgd":
+        return optim.SGD(param, cfg.lr, weight_decay=cfg.weight_decay)
+    return optim.AdamW(param, cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_flat_scheduler(opt: optim.AdamW | optim.SGD, cfg: TrainConfig) -> optim.CosineLR | optim.ConstantLR:
+    """make_scheduler's rates, the same floats, for make_flat_optimizer's optimizer."""
+    if cfg.scheduler == "cosine":
+        return optim.CosineLR(opt, cfg.epochs)
+    return optim.ConstantLR(opt)
 
 
 def fingerprint(*parts: object) -> str:
@@ -182,8 +200,8 @@ def fit(
     train = train.to(device)
     val = val.to(device) if val is not None else None
     flat = FlatParameters(model)  # one optimizer step over one buffer, not one per tensor
-    opt = make_optimizer([flat.param], cfg)
-    sched = make_scheduler(opt, cfg)
+    opt = make_flat_optimizer(flat.param, cfg)
+    sched = make_flat_scheduler(opt, cfg)
     key = fingerprint(asdict(cfg), run_key, STATE_FORMAT)
     state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
 
@@ -219,13 +237,13 @@ def fit(
             idx = perm[start : start + cfg.batch_size]
             with autocast:
                 parts = objective(step_model, train.x[idx], train.y[idx], idx, epoch)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             parts["loss"].backward()
             flat.collect_grads()
             opt.step()
             for name, value in parts.items():  # summed on device; synced once per epoch
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(idx)
-        lr = opt.param_groups[0]["lr"]
+        lr = opt.lr
         sched.step()
 
         metrics = {f"train_{k}": v.item() / n for k, v in sums.items()}

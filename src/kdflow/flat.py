@@ -1,7 +1,7 @@
 """A model's trainable parameters as views into one contiguous buffer, so the optimizer steps once.
 
     flat = FlatParameters(model)              # after model.to(device); params are now views
-    opt = torch.optim.AdamW([flat.param], lr)
+    opt = kdflow.optim.AdamW(flat.param, lr, wd)  # torch.optim.AdamW([flat.param], lr, ...) as well
     opt.zero_grad(); loss.backward(); flat.collect_grads(); opt.step()
 
 Why: a small model's optimizer step is per-tensor overhead, not arithmetic. AdamW over the default
