@@ -1,5 +1,5 @@
 """What the benchmarks share: their MNIST-1D splits, the reference KD loop, the figure formatter,
-and the tuning benchmarks' edge and options.
+and the tuning benchmarks' edge, options and trial context.
 
 from bench.common import mnist1d_splits, reference_fit, mmm
 """
@@ -90,9 +90,27 @@ def study_size(args: argparse.Namespace, quick_epochs: int) -> tuple[int, int, i
     return (4, quick_epochs, 1) if args.quick else (args.trials, args.epochs, args.reps)
 
 
-def trained_teacher(train: Split, val: Split) -> Classifier:
-    """TEACHER trained from labels (seed 0, 40 epochs), as the tuning benchmarks' edge starts."""
+def trained_teacher(train: Split, val: Split, spec: dict = TEACHER, epochs: int = 40) -> Classifier:
+    """A teacher trained from labels (seed 0; by default TEACHER for 40 epochs, as the tuning
+    benchmarks' edge starts)."""
     torch.manual_seed(0)
-    teacher = build_model(TEACHER, (40,), 10)
-    fit(teacher, train, val, TrainConfig(epochs=40, seed=0), scratch_objective())
+    teacher = build_model(spec, (40,), 10)
+    fit(teacher, train, val, TrainConfig(epochs=epochs, seed=0), scratch_objective())
     return teacher
+
+
+def kd_trial_context(teacher_logits, train: Split, val: Split, cfg: TrainConfig, journal: str = "j"):
+    """The TrialContext of the tuning benchmarks' edge distilled by kd: STUDENT, cached teacher
+    logits (None: a variant that runs the teacher itself), kd's untuned values, tracking off."""
+    # Imported here: bench.gpu imports this module where Optuna is not installed (section 4).
+    from kdflow.distillation import DistillSetup
+    from kdflow.methods import METHODS
+    from kdflow.tracking import TrackingSpec
+    from kdflow.trials import TrialContext
+    from kdflow.tuning import KD_SPACE
+
+    kd = METHODS["kd"]
+    fixed = {k: v for k, v in kd.resolve().items() if k not in KD_SPACE}
+    setup = DistillSetup.build(kd, kd.resolve(), STUDENT, (40,), 10, None, train.x, teacher_logits)
+    off = TrackingSpec(False, "", "bench", "")
+    return TrialContext(setup, fixed, None, train, val, cfg, off, {}, None, "tune/bench", journal)

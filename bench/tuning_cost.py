@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
-from bench.common import STUDENT, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
+from bench.common import kd_trial_context, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
 from kdflow.engine import TrainConfig, fit, live_kd_objective, predict_logits
-from kdflow.tracking import TrackingSpec
 from kdflow.trials import TrialContext, sequential_trainer, stacked_trainer
-from kdflow.tuning import PrunerConfig, SearchSpace, best_params, run_study
+from kdflow.tuning import KD_SPACE, PrunerConfig, best_params, run_study
 
 NO_PRUNING = PrunerConfig(n_startup_trials=10**6, n_warmup_steps=10**6)
 
@@ -36,10 +35,9 @@ def usual_trainer(teacher, ctx: TrialContext):
 
     def train_batch(trials, params):
         out = []
-        for temp, alpha in params:
-            result = fit(
-                ctx.new_student(), ctx.train, ctx.val, ctx.cfg, live_kd_objective(teacher, temp, alpha)
-            )
+        for p in params:
+            objective = live_kd_objective(teacher, p["temperature"], p["alpha"])
+            result = fit(ctx.new_distiller(p).student, ctx.train, ctx.val, ctx.cfg, objective)
             out.append(result.best_val_acc)
         return out
 
@@ -55,25 +53,20 @@ def main(argv: list[str]) -> int:
     cfg = TrainConfig(epochs=epochs, seed=0)
     prune = PrunerConfig(n_startup_trials=4, n_warmup_steps=epochs // 2)
 
-    def context(logits):
-        off = TrackingSpec(False, "", "bench", "")
-        return TrialContext(STUDENT, (40,), 10, train, val, cfg, logits, off, {}, None, "tune/bench", "j")
-
     def study(trainer, pruner, batch, make_logits):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             logits = make_logits()  # the cached variants pay for their one teacher pass here
-            s = run_study(
-                Path(tmp) / "s.journal", "e", SearchSpace(), trials, 0, pruner, trainer(logits), batch
-            )
+            ctx = kd_trial_context(logits, train, val, cfg)
+            s = run_study(Path(tmp) / "s.journal", "e", KD_SPACE, trials, 0, pruner, trainer(ctx), batch)
             return time.perf_counter() - start, best_params(s)["val_acc"]
 
     cached = lambda: predict_logits(teacher, train.x)  # noqa: E731
     variants = {
-        "usual": lambda: study(lambda _: usual_trainer(teacher, context(None)), NO_PRUNING, 1, lambda: None),
-        "+cache": lambda: study(lambda lg: sequential_trainer(context(lg)), NO_PRUNING, 1, cached),
-        "+prune": lambda: study(lambda lg: sequential_trainer(context(lg)), prune, 1, cached),
-        "kdflow": lambda: study(lambda lg: stacked_trainer(context(lg)), prune, 8, cached),
+        "usual": lambda: study(lambda ctx: usual_trainer(teacher, ctx), NO_PRUNING, 1, lambda: None),
+        "+cache": lambda: study(sequential_trainer, NO_PRUNING, 1, cached),
+        "+prune": lambda: study(sequential_trainer, prune, 1, cached),
+        "kdflow": lambda: study(stacked_trainer, prune, 8, cached),
     }
     runs = {name: [] for name in variants}
     for _ in range(reps):  # interleaved, so drifts in machine load hit every variant alike

@@ -24,11 +24,10 @@ from pathlib import Path
 import optuna
 import torch
 
-from bench.common import STUDENT, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
+from bench.common import kd_trial_context, mmm, mnist1d_splits, study_parser, study_size, trained_teacher
 from kdflow.engine import TrainConfig, predict_logits
-from kdflow.tracking import TrackingSpec
-from kdflow.trials import TrialContext, stacked_trainer
-from kdflow.tuning import PrunerConfig, SearchSpace, best_params, count_finished, open_study, run_study
+from kdflow.trials import stacked_trainer
+from kdflow.tuning import KD_SPACE, PrunerConfig, best_params, count_finished, open_study, run_study
 
 STACK = 8  # the pipeline's default tuning.parallel_trials
 
@@ -38,14 +37,11 @@ def worker(logits_file: str, journal: str, n_trials: int, epochs: int, k: int, n
     train, val = mnist1d_splits()
     logits = torch.load(logits_file, weights_only=True)
     cfg = TrainConfig(epochs=epochs, seed=0)
-    off = TrackingSpec(False, "", "bench", "")
-    ctx = TrialContext(STUDENT, (40,), 10, train, val, cfg, logits, off, {}, None, "tune/bench", journal)
+    ctx = kd_trial_context(logits, train, val, cfg, journal)
     pruner = PrunerConfig(n_startup_trials=4, n_warmup_steps=epochs // 2)
     batch = min(STACK, math.ceil(n_trials / n_workers))
     go.wait()  # start together, after the imports and data loading (a job's start-up is not timed)
-    run_study(
-        Path(journal), "e", SearchSpace(), n_trials, 0, pruner, stacked_trainer(ctx), batch, k, n_workers
-    )
+    run_study(Path(journal), "e", KD_SPACE, n_trials, 0, pruner, stacked_trainer(ctx), batch, k, n_workers)
 
 
 def study(logits_file: str, n_trials: int, epochs: int, n_workers: int) -> tuple[float, int, float]:
