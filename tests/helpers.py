@@ -3,7 +3,7 @@ temporary directory, and readers of what its jobs left in MLflow and Optuna ther
 
     proc = ok(snakemake(tmp_path, {"experiment": "tiny", ...}, "--cores", "2"))
     runs = all_runs(tmp_path, "tiny")          # results/mlflow.db, the default sqlite store
-    study = only_study(results / "tune" / "teacher__student" / "study.journal")
+    study = only_study(results / "tune" / "kd" / "teacher__student" / "study.journal")
 
 Imported by name (`from helpers import ...`): pytest puts tests/ on sys.path.
 """

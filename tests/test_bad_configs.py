@@ -38,7 +38,7 @@ def test_corpus_is_large_and_covers_every_kind():
     keys = [expectation(p)[0] for p in CORPUS]
     levels = {k.rsplit(".", 1)[0] for p, k in zip(CORPUS, keys) if p.name.startswith("unknown_key_")}
     assert len(levels) >= 10  # unknown keys at every level of the schema
-    for needed in ("seeds", "dataset.root", "results_dir", "tracking.uri", "assistants[0]", "dataset.name"):
+    for needed in ("seeds", "dataset.root", "results_dir", "tracking.uri", "pairs[1].assistants[0]", "dataset.name", "methods[1]"):
         assert needed in keys, needed
 
 

@@ -51,10 +51,10 @@ FAULTS = {
         "teacher": {"family": "cnn1d", "channels": 16, "layers": 2},
         "student": {"family": "cnn1d", "channels": 8, "layers": 2},
     },
-    "assistants": [],
+    "pairs": [{"teacher": "teacher", "student": "student"}],
+    "methods": [{"method": "kd", "params": {"temperature": 4.0, "alpha": 0.5}}],
     "seeds": [0, 1],
     "train": {"epochs": EPOCHS},
-    "kd": {"temperature": 4.0, "alpha": 0.5},
     "tuning": {"enabled": False},
     # A shared config's server credentials, overridden by MLFLOW_TRACKING_URI (environment()):
     # only here to check that the password never reaches a file or a log.
@@ -63,6 +63,7 @@ FAULTS = {
 KILLED = {**FAULTS, "seeds": [0]}  # the killed run: seed 0 of the reference's two
 TUNED = {
     **KILLED,
+    "methods": ["kd"],  # T and alpha tuned
     "tuning": {
         "enabled": True,
         "n_trials": 4,
@@ -71,8 +72,8 @@ TUNED = {
     },
 }
 RESULTS = "results/faults"
-TUNE = f"{RESULTS}/tune/teacher__student"
-JOBS = ("train/teacher/seed0", "train/student/seed0", "distill/teacher__student/seed0")
+TUNE = f"{RESULTS}/tune/kd/teacher__student"
+JOBS = ("train/teacher/seed0", "train/student/seed0", "distill/kd/teacher__student/seed0")
 OUTPUTS = {"model.pt", "fit.json", "history.parquet", "logits.pt", "test_metrics.json"}
 OUTPUTS |= {"best_params.json", "trials.parquet", "tracking.json", "mnist1d-seed42.npz"}
 EXACT = ("test_acc", "test_nll", "test_ece", "teacher_agreement", "num_params", "best_val_acc", "best_epoch")
@@ -342,7 +343,7 @@ def test_killed_tune_job_continues_its_study(killed):
     """Two trials per batch (stacked); kills in the second batch and in the rerun's first."""
     workdir = killed[0]
     target = f"{TUNE}/best_params.json"
-    log = f"{RESULTS}/logs/tune/teacher__student/worker0.log"  # the study's one worker
+    log = f"{RESULTS}/logs/tune/kd/teacher__student/worker0.log"  # the study's one worker
     points = [
         KillPoint(log, trial_epochs(2), 5, inspect=finished_trials),
         KillPoint(log, trial_epochs(4), 5, whole=True, inspect=finished_trials),
@@ -401,7 +402,7 @@ def test_killed_tune_job_continues_its_study(killed):
 def test_a_killed_tuning_worker_is_resumed_and_the_study_ends_exact(tmp_path):
     """Two workers share a study; one is SIGKILLed mid-trial while the other runs on."""
     results = "results/workers"
-    tune = f"{results}/tune/teacher__student"
+    tune = f"{results}/tune/kd/teacher__student"
     config = {
         **TUNED,
         "experiment": "workers",
@@ -409,7 +410,7 @@ def test_a_killed_tuning_worker_is_resumed_and_the_study_ends_exact(tmp_path):
         "models": {**FAULTS["models"], "student": {**FAULTS["models"]["student"], "train": {"epochs": 80}}},
         "tuning": {**TUNED["tuning"], "workers": 2},
     }
-    log = f"{results}/logs/tune/teacher__student/worker1.log"
+    log = f"{results}/logs/tune/kd/teacher__student/worker1.log"
 
     def owners(workdir: Path) -> dict:
         return {t.number: (t.user_attrs.get("worker"), t.state.name) for t in trials(workdir, tune)}
@@ -525,7 +526,8 @@ def test_changed_training_settings_rerun_the_models_they_change(reference):
     assert planned(FAULTS) == {}  # unchanged: nothing to do
     assert planned({**FAULTS, "train": {**FAULTS["train"], "lr": 0.01}}) == {"train": 4, "distill": 2}
     assert planned({**FAULTS, "dataset": {"val_fraction": 0.25}}) == {"train": 4, "distill": 2}
-    assert planned({**FAULTS, "kd": {"temperature": 2.0, "alpha": 0.5}}) == {"distill": 2}
+    kd2 = [{"method": "kd", "params": {"temperature": 2.0, "alpha": 0.5}}]
+    assert planned({**FAULTS, "methods": kd2}) == {"distill": 2}
     (reference / "config.yaml").write_text(yaml.safe_dump(FAULTS))
 
 
@@ -583,14 +585,15 @@ def test_diverging_job_fails_naming_stage_and_epoch_and_the_rest_finishes(tmp_pa
     proc = snakemake(tmp_path, config, "--cores", "2", "--keep-going")
     assert proc.returncode != 0
     res = tmp_path / "results" / "diverge"
-    stage = "distill/teacher__assistant/seed0"
+    stage = "distill/kd/teacher__assistant/seed0"
     message = re.compile(rf"DivergenceError: {stage}: training loss became (nan|inf|-inf) at epoch \d")
     assert message.search((res / "logs" / f"{stage}.log").read_text())
     assert message.search(proc.stdout + proc.stderr)  # shown by Snakemake too
-    for done in ("train/teacher/seed0", "train/student/seed0", "distill/teacher__student/seed0"):
+    for done in ("train/teacher/seed0", "train/student/seed0", "distill/kd/teacher__student/seed0"):
         assert (res / done / "test_metrics.json").exists(), done  # the other branches finished
     assert not (res / stage / "model.pt").exists()
-    assert not (res / "distill" / "assistant__student").exists() and not (res / "report.md").exists()
+    assert not (res / "distill" / "kd" / "teacher__assistant__student").exists()
+    assert not (res / "report.md").exists()
     failed = [r for r in all_runs(tmp_path, "diverge") if r.info.run_name == stage]
     assert [r.info.status for r in failed] == ["FAILED"]
 
@@ -643,7 +646,7 @@ def test_damaged_files_stop_their_jobs_naming_the_file_and_the_fix(killed):
     proc = snakemake(workdir, TUNED, "--cores", "1", f"{TUNE}/best_params.json")
     assert proc.returncode != 0
     pattern = r"study\.journal is unreadable .*move it away to restart this edge's study"
-    assert re.search(pattern, (logs / "tune" / "teacher__student" / "select.log").read_text())
+    assert re.search(pattern, (logs / "tune" / "kd" / "teacher__student" / "select.log").read_text())
     assert not (workdir / TUNE / "best_params.json").exists()
 
     # Resume state, teacher-logit cache and a trained model, in one --keep-going run.

@@ -30,7 +30,7 @@ CONFIG = {
         "teacher": {"family": "cnn1d", "channels": 16, "layers": 2},
         "student": {"family": "mlp", "hidden": [16]},
     },
-    "assistants": [],
+    "pairs": [{"teacher": "teacher", "student": "student"}],
     "seeds": [0],
     "train": {"epochs": 2},
     # No pruning (start-up trials = n_trials): with two workers, whether a trial is pruned would
@@ -156,6 +156,6 @@ def test_slurm_profile_runs_the_pipeline_as_a_local_run_does(tmp_path):
     client = MlflowClient(f"sqlite:///{lab_db}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
     names = {r.info.run_name for r in runs}
-    assert {"train/teacher/seed0", "train/student/seed0", "distill/teacher__student/seed0"} <= names
-    tune = "tune/teacher__student"
+    assert {"train/teacher/seed0", "train/student/seed0", "distill/kd/teacher__student/seed0"} <= names
+    tune = "tune/kd/teacher__student"
     assert {tune, f"{tune}/worker0", f"{tune}/worker1"} <= names

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_workflow import TINY, ok, snakemake
 
-CONFIG = {**TINY, "seeds": [0]}  # teacher, assistant, student: every kind of run, chain included
+CONFIG = {**TINY, "methods": ["kd"], "seeds": [0]}  # teacher, assistant, student: every kind of run
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ def test_every_run_metric_and_artifact_reaches_the_server(tmp_path, mlflow_serve
     runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
 
     # Every trained model: its run, per-epoch metrics, test metrics, artifacts and the model itself.
-    fits = sorted(results.glob("*/*/seed0/fit.json"))
+    fits = sorted(results.glob("train/*/seed0/fit.json")) + sorted(results.glob("distill/*/*/seed0/fit.json"))
     assert len(fits) == 5  # teacher, scratch student, three distillation edges
     for fit in fits:
         meta = json.loads(fit.read_text())
@@ -114,13 +114,13 @@ def test_every_run_metric_and_artifact_reaches_the_server(tmp_path, mlflow_serve
     # Lineage: a student's run names its teacher's run.
     by_name = {r.info.run_name: r for r in runs.values()}
     assert (
-        by_name["distill/assistant__student/seed0"].data.tags["teacher_run_id"]
-        == by_name["distill/teacher__assistant/seed0"].info.run_id
+        by_name["distill/kd/teacher__assistant__student/seed0"].data.tags["teacher_run_id"]
+        == by_name["distill/kd/teacher__assistant/seed0"].info.run_id
     )
 
     # Every tuning study: its run with the best values, and its trials nested under it.
-    for edge in ("teacher__assistant", "teacher__student", "assistant__student"):
-        tune = by_name[f"tune/{edge}"]
+    for edge in ("teacher__assistant", "teacher__student", "teacher__assistant__student"):
+        tune = by_name[f"tune/kd/{edge}"]
         assert tune.info.status == "FINISHED" and "best_val_acc" in tune.data.metrics
         assert {"best_params.json", "trials.parquet"} <= {
             a.path for a in client.list_artifacts(tune.info.run_id)
