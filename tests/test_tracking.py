@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kdflow.tracking import TrackingSpec, init_tracking, open_run
+from kdflow.tracking import TrackingSpec, check_cluster_uri, init_tracking, open_run
 
 
 def test_opening_a_tracking_client_does_not_leak_the_uri_into_the_environment(tmp_path, monkeypatch):
@@ -67,3 +67,72 @@ def test_a_logged_model_loads_back_through_mlflow_as_the_kdflow_model(tmp_path):
     loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
     x = torch.randn(8, 40)
     assert type(loaded) is type(model) and torch.equal(loaded.eval()(x), model(x))
+
+
+def test_the_experiment_opens_on_its_training_runs_not_the_genai_pages(tmp_path):
+    from mlflow import MlflowClient
+
+    spec = spec_in(tmp_path)
+    client = MlflowClient(spec.uri)
+    assert client.get_experiment_by_name("e").tags["mlflow.experimentKind"] == "custom_model_development"
+    # An experiment an older kdflow made gets the tag; a kind someone chose by hand is kept.
+    old = client.create_experiment("old")
+    hand = client.create_experiment("hand", tags={"mlflow.experimentKind": "classification"})
+    for name in ("old", "hand"):
+        init_tracking(TrackingSpec(True, spec.uri, name, None))
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(hand).tags["mlflow.experimentKind"] == "classification"
+
+
+def test_a_logged_dataset_is_a_run_input_with_its_context(tmp_path):
+    from mlflow import MlflowClient
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+    spec = spec_in(tmp_path)
+    sha = "ab" * 32  # a sha256: longer than MLflow's 36-character digest
+    with open_run(spec, "train/m/seed0", {}, {}, str(tmp_path / "a")) as run:
+        run.log_dataset("mnist1d/train", sha, "resources/mnist1d.npz", "train")
+        run.log_dataset("mnist1d/val", sha, "resources/mnist1d.npz", "validation")
+        run.log_dataset("mnist1d/val", sha, "resources/mnist1d.npz", "test")  # kept once, as validation
+    inputs = MlflowClient(spec.uri).get_run(run.run_id).inputs.dataset_inputs
+    contexts = {i.dataset.name: {t.key: t.value for t in i.tags} for i in inputs}
+    assert contexts == {
+        "mnist1d/train": {"mlflow.data.context": "train"},
+        "mnist1d/val": {"mlflow.data.context": "validation"},
+    }
+    ds = inputs[0].dataset
+    assert (ds.digest, ds.source_type) == (sha[:36], "local")
+    assert get_dataset_source_from_json(ds.source, ds.source_type).uri == "resources/mnist1d.npz"
+
+
+def test_with_tracking_off_logging_a_dataset_is_a_no_op(tmp_path):
+    spec = TrackingSpec(False, f"sqlite:///{tmp_path / 'mlflow.db'}", "e", None)
+    with open_run(spec, "train/m/seed0", {}, {}, str(tmp_path)) as run:
+        run.log_dataset("mnist1d", "abc", "resources/mnist1d.npz", "test")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def cluster_config(enabled=True, uri=None) -> dict:
+    return {"results_dir": "results", "tracking": {"enabled": enabled, "uri": uri}}
+
+
+@pytest.mark.parametrize(
+    ("config", "executor", "dryrun", "environ"),
+    [
+        (cluster_config(), "slurm", False, {"MLFLOW_TRACKING_URI": "http://mlflow.lab:5000"}),
+        (cluster_config(uri="https://mlflow.lab"), "slurm", False, {}),
+        (cluster_config(), "slurm", True, {}),  # a dry run logs nothing
+        (cluster_config(enabled=False), "slurm", False, {}),
+        (cluster_config(), "local", False, {}),  # the default sqlite file is fine on one machine
+        (cluster_config(), None, False, {}),
+        (cluster_config(), "touch", False, {}),
+    ],
+)
+def test_a_cluster_run_with_a_named_store_or_nothing_to_log_may_start(config, executor, dryrun, environ):
+    check_cluster_uri(config, executor, dryrun, environ)
+
+
+def test_a_cluster_run_on_the_default_sqlite_file_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="default sqlite file") as err:
+        check_cluster_uri(cluster_config(), "slurm", False, {"MLFLOW_TRACKING_URI": ""})
+    assert "export MLFLOW_TRACKING_URI=" in str(err.value) and "tracking: {enabled: false}" in str(err.value)

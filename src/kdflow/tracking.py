@@ -6,6 +6,8 @@
         fit(..., callbacks=[MetricsCallback(run)])    # ends FINISHED, or FAILED on an exception
         run.log_artifact(path); run.log_model(model)
     run = open_run(...); ...; run.end("KILLED")      # a run whose end the caller decides (a trial)
+    run.log_dataset("mnist1d/train", sha256, "resources/mnist1d.npz", "train")  # the Dataset column
+    check_cluster_uri(config, "slurm", dryrun=False)  # Snakefile onstart: no sqlite file on a cluster
 
 Runs carry tags (role, method, seed, edge, teacher_run_id for lineage, rule, git commit, config
 hash). A job killed before it ends leaves its run RUNNING; the next attempt at the same output
@@ -15,6 +17,7 @@ marks such runs KILLED before it starts a fresh one. With tracking disabled ever
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,6 +29,12 @@ from urllib.parse import urlsplit
 from kdflow.callbacks import Callback
 
 OUTPUT_TAG = "kdflow.output"  # the job's output directory: how a rerun finds its stale runs
+# MLflow 3's UI reads this experiment tag (the values are its ExperimentKind enum, in the UI bundle)
+# to choose between the GenAI pages (traces, overview) and the training-runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # shown as "Machine learning"
+# Executors that run every job on this machine; any other (slurm, ...) runs them on other nodes.
+LOCAL_EXECUTORS = ("local", "dryrun", "touch")
 
 
 @dataclass(frozen=True)
@@ -119,14 +128,41 @@ def _client(spec: TrackingSpec):
 
 
 def init_tracking(spec: TrackingSpec) -> str | None:
-    """Create the backend (sqlite schema) and the experiment; return the experiment id."""
+    """Create the backend (sqlite schema) and the experiment, marked as a machine-learning (not
+    GenAI) experiment; return the experiment id."""
     if not spec.enabled:
         return None
     client = _client(spec)
     exp = client.get_experiment_by_name(spec.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(spec.experiment, artifact_location=spec.artifact_root)
+    if exp is None:
+        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        return client.create_experiment(spec.experiment, artifact_location=spec.artifact_root, tags=kind)
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older kdflow; a kind set by hand is kept
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def check_cluster_uri(config: dict, executor: str | None, dryrun: bool, environ=None) -> None:
+    """Refuse to start a cluster run that would log to the default sqlite file under results/.
+
+    Jobs on many nodes writing one sqlite file on a shared file system lock it and corrupt it, so on
+    a cluster the tracking store must be named: $MLFLOW_TRACKING_URI (exported to every job) or
+    tracking.uri. A URI named either way is taken as chosen. Dry runs, local runs and runs with
+    tracking off need none. Raises ValueError saying what to export.
+    """
+    environ = os.environ if environ is None else environ
+    tracking = config.get("tracking", {})
+    if executor in (None, *LOCAL_EXECUTORS) or dryrun or not tracking.get("enabled", True):
+        return
+    if environ.get("MLFLOW_TRACKING_URI") or tracking.get("uri"):
+        return
+    raise ValueError(
+        f"Executor {executor!r} runs jobs on other nodes, which must not share the default sqlite file "
+        f"{config.get('results_dir', 'results')}/mlflow.db: export the lab's tracking server before "
+        "starting, e.g. `export MLFLOW_TRACKING_URI=http://mlflow.mylab.org:5000` (every job inherits "
+        "it), or set tracking.uri in the config; or run without MLflow: `tracking: {enabled: false}` "
+        "in the config file."
+    )
 
 
 class Run:
@@ -189,6 +225,27 @@ class Run:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.client is not None:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """Record a dataset the run used (context: "train", "validation" or "test"): the Dataset
+        column of the runs table. `source` is a path or URI; `digest` identifies the content (a
+        sha256 is cut to MLflow's 36 characters). MLflow keeps one input per (name, digest) and run,
+        with the context it was first logged with: splits of one file need names of their own
+        ("mnist1d/train", "mnist1d/val")."""
+        if self.client is None:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        scheme = urlsplit(str(source)).scheme
+        dataset = Dataset(
+            name=name,
+            digest=digest[:36],
+            source_type="local" if scheme in ("", "file") else scheme,  # as mlflow.data names them
+            source=json.dumps({"uri": str(source)}),
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def log_model(self, model) -> None:
         """Logged as a pickle so `mlflow.pytorch.load_model` gives back the kdflow class."""

@@ -10,6 +10,11 @@ rule report:
             caption="../report/accuracy_vs_params.rst",
             category="Results",
         ),
+        deltas=report(
+            f"{RESULTS}/plots/difference_from_kd.png",
+            caption="../report/difference_from_kd.rst",
+            category="Results",
+        ),
         tuning=report(
             f"{RESULTS}/plots/tuning.png",
             caption="../report/tuning.rst",
@@ -19,5 +24,8 @@ rule report:
         f"{RESULTS}/logs/report.log",
     conda:
         CONDA_ENV
+    params:
+        pairs=get_pair_lineages(),
+        methods=get_method_names(),
     script:
         "../scripts/report.py"

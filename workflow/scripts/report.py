@@ -1,4 +1,4 @@
-"""Summary table (mean +/- std over seeds), markdown report and plots."""
+"""The report: pairs x methods (mean ± std over seeds), paired differences from kd, plots."""
 
 from pathlib import Path
 
@@ -10,9 +10,12 @@ with job_log(sm.log[0]):
     write_report(
         metric_files=[Path(p) for p in sm.input.metrics],
         trial_files=[Path(p) for p in sm.input.trials],
+        pairs=list(sm.params.pairs),
+        methods=list(sm.params.methods),
         summary=Path(sm.output.summary),
         markdown=Path(sm.output.markdown),
         accuracy_plot=Path(sm.output.accuracy),
+        deltas_plot=Path(sm.output.deltas),
         tuning_plot=Path(sm.output.tuning),
         experiment=sm.config["experiment"],
         tracking=tracking_spec(sm.config),
