@@ -153,6 +153,16 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert tune_run.data.metrics["n_finished"] == 3 and "best_temperature" in tune_run.data.params
     artifacts = {a.path for a in client.list_artifacts(kd.info.run_id)}
     assert artifacts >= RUN_ARTIFACTS  # and the model, logged by mlflow.pytorch
+    # The runs table's Dataset column: each split the run used, with its context.
+    inputs = client.get_run(kd.info.run_id).inputs.dataset_inputs
+    contexts = {d.dataset.name: {t.value for t in d.tags} for d in inputs}
+    assert contexts == {
+        "mnist1d-seed42/train": {"train"},
+        "mnist1d-seed42/val": {"validation"},
+        "mnist1d-seed42/test": {"test"},
+    }
+    experiment = client.get_experiment_by_name("tiny")  # opens on its training runs, not GenAI's
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # A second run has nothing to do: every output is cached.
     again = ok(snakemake(tmp_path, TINY, "--cores", "2"))

@@ -53,6 +53,13 @@ class DataRef:
     def load(self, split: str) -> datamod.Split:
         return datamod.load_split(Path(self.path), split, self.val_fraction, self.split_seed)
 
+    def log_to(self, run: trk.Run, **splits: datamod.Split) -> None:
+        """Record the splits a run used as its MLflow inputs (the runs table's Dataset column)."""
+        context = {"train": "train", "val": "validation", "test": "test"}
+        for name, split in splits.items():
+            digest = datamod.content_hash(split)
+            run.log_dataset(f"{Path(self.path).stem}/{name}", digest, str(self.path), context[name])
+
 
 @dataclass(frozen=True)
 class JobInfo:
@@ -209,6 +216,7 @@ def train(
         params["teacher"] = t_meta["model"]
     name = f"{info.rule}/{info.path}/seed{info.seed}"
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
+        data.log_to(run, train=train_split, val=val_split)
         started = time.monotonic()
         result = fit(
             model,
@@ -347,6 +355,7 @@ def evaluate(
     row = {**{k: meta.get(k) for k in _ROW_KEYS}, **meta.get("hp", {}), **metrics}
     write_json(out, row)
     run = trk.attach_run(tracking, meta.get("mlflow_run_id"))
+    data.log_to(run, test=test)
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
     run.flush()  # log_metrics buffers; this run is not ended here, so nothing else would write them
     run.log_artifact(out)

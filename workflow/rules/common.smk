@@ -24,10 +24,18 @@ from pathlib import Path
 from kdflow import plan
 from kdflow.config import check_config
 from kdflow.registry import METHODS
+from kdflow.tracking import check_cluster_uri
 
 check_config(
     config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 )
+
+
+onstart:
+    # On a cluster, jobs on many nodes must not share the default sqlite file: ask for a URI, but
+    # only for a real run with tracking on (the hook is skipped by dry runs and inside jobs).
+    check_cluster_uri(config, workflow.executor_plugin.name, workflow.dryrun)
+
 
 RESULTS = f"{config['results_dir']}/{config['experiment']}"
 TRAIN_DIR = f"{RESULTS}/train/{{model}}/seed{{seed}}"
@@ -122,7 +130,9 @@ def get_pretrain_file(wildcards, seed=None):
     if not METHODS[spec.method].pretrain:
         return {}
     seed = wildcards.seed if seed is None else seed
-    return {"pretrain": f"{PRETRAIN_DIR.format(**{**wildcards, 'seed': seed})}/pretrain.pt"}
+    return {
+        "pretrain": f"{PRETRAIN_DIR.format(**{**wildcards, 'seed': seed})}/pretrain.pt"
+    }
 
 
 def get_tuning_pretrain(wildcards):
@@ -177,7 +187,9 @@ def get_all_model_dirs():
             dirs.append(TRAIN_DIR.format(model=model, seed=seed))
         for m in plan.methods(config):
             for lineage in plan.lineages(config, m):
-                dirs.append(DISTILL_DIR.format(method=m.name, lineage=lineage, seed=seed))
+                dirs.append(
+                    DISTILL_DIR.format(method=m.name, lineage=lineage, seed=seed)
+                )
     return dirs
 
 
