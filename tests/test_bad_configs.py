@@ -38,7 +38,8 @@ def test_corpus_is_large_and_covers_every_kind():
     keys = [expectation(p)[0] for p in CORPUS]
     levels = {k.rsplit(".", 1)[0] for p, k in zip(CORPUS, keys) if p.name.startswith("unknown_key_")}
     assert len(levels) >= 10  # unknown keys at every level of the schema
-    for needed in ("seeds", "dataset.root", "results_dir", "tracking.uri", "pairs[1].assistants[0]", "dataset.name", "methods[1]"):
+    needed_keys = ("seeds", "dataset.root", "results_dir", "tracking.uri", "dataset.name")
+    for needed in (*needed_keys, "pairs[1].assistants[0]", "methods[1]", "methods[0].params.student_layer"):
         assert needed in keys, needed
 
 

@@ -21,8 +21,8 @@ the L2-normalised channel mean of F^p1 (with p1 = 2, an attention map of the fac
 map pooled to the smaller's size first. 1-D maps use Conv1d, 2-D maps Conv2d.
 
 The stage is `Pretrain(trains="paraphraser", frozen_after=True)`, its loss `pretrain_loss` (not
-weighted, as in helper/pretrain.py); it reads only the teacher's feature. In the main stage the paraphraser runs
-without autograd, so it stays as the stage left it.
+weighted, as in helper/pretrain.py); it reads only the teacher's feature. In the main stage the
+paraphraser runs without autograd and out of the optimizer, so it stays as the stage left it.
 """
 
 from __future__ import annotations
