@@ -187,6 +187,57 @@ def test_crd_caps_k_draws_distinct_negatives_and_checkpoints_its_bank():
         assert len(set(row)) == 10 and i not in row
 
 
+def direct_crd(mod, f_s, f_t, idx, negatives):
+    """CRD's loss as criterion.py writes it, and as crd.py computed it before working in log space:
+    exp of the gathered scores, divided by Z (estimated from this batch while unset), eps in the
+    denominators. Updates nothing."""
+    v_s = F.normalize(mod.embed_s(f_s), dim=1)
+    v_t = F.normalize(mod.embed_t(f_t), dim=1)
+    slots = torch.cat([idx[:, None], negatives], dim=1)  # (B, 1 + K)
+    e_s = torch.exp((v_s @ mod.memory_t.T).gather(1, slots) / mod.tau)
+    e_t = torch.exp((v_t @ mod.memory_s.T).gather(1, slots) / mod.tau)
+    estimate = torch.stack([e_s.mean(), e_t.mean()]).detach() * mod.n_data
+    z = torch.where(mod.z < 0, estimate, mod.z)
+
+    def nce(h):
+        noise = negatives.shape[1] / mod.n_data
+        log_pos = torch.log(h[:, 0] / (h[:, 0] + noise + 1e-7))
+        log_neg = torch.log(noise / (h[:, 1:] + noise + 1e-7))
+        return -(log_pos.sum() + log_neg.sum()) / h.shape[0]
+
+    return nce(e_s / z[0]) + nce(e_t / z[1])
+
+
+# every other slot (no draw, no gather); K sampled, given or drawn from torch's global RNG
+@pytest.mark.parametrize("k,given", [(39, False), (7, True), (7, False)])
+def test_crd_log_space_loss_and_gradients_equal_the_direct_formula_in_float64(k, given):
+    torch.manual_seed(0)
+    n = 40
+    mod = CRDModule(6, 9, n_data=n, hp=crd_hp(feat_dim=5, nce_k=k, nce_t=0.1)).double()
+    wrt = [*mod.parameters()]
+    for step in range(3):  # the first batch estimates Z, the next ones read it
+        f_s = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+        f_t = torch.randn(8, 9, dtype=torch.float64, requires_grad=True)
+        idx = torch.randperm(n)[:8]
+        torch.manual_seed(step)
+        negatives = mod.sample_negatives(idx)  # for k = 39: every other slot
+        fixed = negatives if given else None
+        want = direct_crd(mod, f_s, f_t, idx, negatives)
+        want_grads = torch.autograd.grad(want, [f_s, f_t, *wrt])
+        torch.manual_seed(step)
+        got = mod(f_s, f_t, idx, fixed)  # updates the banks and, on the first step, Z
+        got_grads = torch.autograd.grad(got, [f_s, f_t, *wrt])
+        assert got.item() == pytest.approx(want.item(), rel=1e-12)
+        for g, w in zip(got_grads, want_grads):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+        assert mod.z_set and (mod.z > 0).all()
+    z = mod.z.clone()
+    mod.load_state_dict(mod.state_dict())  # a load may bring back an unset Z: look again
+    assert not mod.z_set
+    mod(f_s, f_t, idx, fixed)
+    assert torch.equal(mod.z, z)
+
+
 # ---------------------------------------------------------------- ab
 
 

@@ -11,6 +11,10 @@ embedding is scored against the teacher bank and the teacher embedding against t
 (both directions of the paper's critic). After scoring, slot i of each bank moves towards the new
 embedding: m <- normalize(nce_m * m + (1 - nce_m) * v), outside autograd. Z, one per direction, is
 estimated once from the first batch as mean(exp(v . m / tau)) * N and then fixed.
+The terms are computed in log space, as softplus of v . m / tau - log Z - log(K/N + eps)
+(`nce_loss`): criterion.py's values, eps included, to float rounding, with one softplus per element
+where the direct form takes an exp, two divides and a log; with K = N - 1 the sum runs over all N
+columns and nothing is drawn or gathered.
 
 Defaults from RepDistiller (train_student.py: feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5;
 crd/memory.py ContrastMemory: banks drawn uniformly in +-1/sqrt(feat_dim/3), Z set on the first
@@ -39,14 +43,30 @@ from kdflow.methods.base import Batch, Method, ModuleInfo, Param, combine, weigh
 NCE_EPS = 1e-7  # crd/criterion.py: keeps log(h / (h + K/N)) finite
 
 
-def nce_loss(h: torch.Tensor, n_data: int) -> torch.Tensor:
-    """h: (B, 1 + K) normalised scores, column 0 the positive. The NCE loss of the paper's Eq. 18
-    with the noise distribution uniform over the N samples (P_n = 1/N)."""
-    k = h.shape[1] - 1
+def nce_loss(
+    logits: torch.Tensor, pos: torch.Tensor, log_z: torch.Tensor, negatives: torch.Tensor | None, n_data: int
+) -> torch.Tensor:
+    """The NCE loss of the paper's Eq. 18 with the noise distribution uniform over the N samples
+    (P_n = 1/N), one direction. logits (B, N): v . m / tau against every bank slot; pos (B,): the
+    same against each sample's own slot, the positive; log_z: log Z; negatives (B, K) slots, or None
+    for all N - 1 other slots: then every column's negative term is summed and the positive's taken
+    back.
+
+    In log space, with h = exp(logits - log Z), c = K/N and x = logits - log Z - log(c + eps):
+        log h / (h + c + eps) = -softplus(-x)
+        log c / (h + c + eps) = -softplus(x) - log(1 + eps/c)
+    criterion.py's terms, eps included, without forming h (an exp, a divide and a log per element);
+    softplus(x) - softplus(-x) = x is the positive's swap.
+    """
+    k = n_data - 1 if negatives is None else negatives.shape[1]
     noise = k / n_data  # K * P_n
-    log_pos = torch.log(h[:, 0] / (h[:, 0] + noise + NCE_EPS))  # (B,)
-    log_neg = torch.log(noise / (h[:, 1:] + noise + NCE_EPS))  # (B, K)
-    return -(log_pos.sum() + log_neg.sum()) / h.shape[0]
+    shift = log_z + math.log(noise + NCE_EPS)
+    x_pos = pos - shift  # (B,)
+    if negatives is None:
+        total = F.softplus(logits - shift).sum() - x_pos.sum()
+    else:
+        total = F.softplus(logits.gather(1, negatives) - shift).sum() + F.softplus(-x_pos).sum()
+    return total / logits.shape[0] + k * math.log1p(NCE_EPS / noise)
 
 
 class CRDModule(nn.Module):
@@ -65,10 +85,17 @@ class CRDModule(nn.Module):
         self.register_buffer("memory_t", torch.empty(n_data, hp["feat_dim"]).uniform_(-bound, bound))
         # Z of the student-anchored (v_s . bank_t) and teacher-anchored (v_t . bank_s) scores; -1: unset
         self.register_buffer("z", torch.full((2,), -1.0))
+        # z >= 0 known without reading z back from the device (a sync per step); a load resets it
+        self.z_set = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.z_set = False  # the loaded z may be set or not: the next step looks
 
     def embed(self, f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v_s = F.normalize(self.embed_s(f_s.flatten(1)).float(), dim=1)  # (B, d)
-        v_t = F.normalize(self.embed_t(f_t.flatten(1)).float(), dim=1)  # (B, d)
+        dtype = self.memory_s.dtype  # float32 under autocast too (float64 in tests)
+        v_s = F.normalize(self.embed_s(f_s.flatten(1)).to(dtype), dim=1)  # (B, d)
+        v_t = F.normalize(self.embed_t(f_t.flatten(1)).to(dtype), dim=1)  # (B, d)
         return v_s, v_t
 
     def sample_negatives(self, idx: torch.Tensor) -> torch.Tensor:
@@ -86,31 +113,57 @@ class CRDModule(nn.Module):
             moved = bank[idx] * self.momentum + v.detach() * (1 - self.momentum)  # (B, d)
             bank.index_copy_(0, idx, F.normalize(moved, dim=1))
 
+    def scores(
+        self, v: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """v . m / tau against every slot (B, N) and against each sample's own slot (B,). The whole
+        bank, not the sampled columns: B x N x d multiply-adds instead of gathering B x (1 + K) rows
+        of d. The clone is what autograd keeps for the backward, since the bank is updated in place
+        after the loss. The positive from its own row, not a column of the (B, N): the backward of a
+        gather would be another (B, N) pass."""
+        q = v / self.tau  # (B, d)
+        return q @ bank.clone().T, (q * bank[idx]).sum(1)
+
     def forward(
         self, f_s: torch.Tensor, f_t: torch.Tensor, idx: torch.Tensor, negatives: torch.Tensor | None = None
     ) -> torch.Tensor:
         """f_s (B, D_s), f_t (B, D_t) no grad, idx (B,) training-split indices; `negatives` (B, K)
         fixes the draw (tests). Updates the banks (and Z on the first call) when training."""
         v_s, v_t = self.embed(f_s, f_t)
-        if negatives is None:
+        if negatives is None and self.k < self.n_data - 1:  # else every other slot: none drawn
             negatives = self.sample_negatives(idx)
-        slots = torch.cat([idx[:, None], negatives], dim=1)  # (B, 1 + K): the positive first
-        # Scores against the whole bank, then the sampled columns: B x N x d multiply-adds instead
-        # of gathering B x (1 + K) rows of d. The clones are what autograd keeps for the backward,
-        # since the banks are updated in place below. In float32 under any autocast: exp(. / 0.07)
-        # would turn bf16's rounding of the dot products into errors of several percent.
+        # In float32 under any autocast: exp(. / 0.07) would turn bf16's rounding of the dot products
+        # into errors of several percent.
         with torch.autocast(v_s.device.type, enabled=False):
-            e_s = torch.exp((v_s @ self.memory_t.clone().T).gather(1, slots) / self.tau)  # (B, 1 + K)
-            e_t = torch.exp((v_t @ self.memory_s.clone().T).gather(1, slots) / self.tau)  # (B, 1 + K)
-        with torch.no_grad():  # Z is set once, from the first training batch (memory.py)
-            estimate = torch.stack([e_s.mean(), e_t.mean()]) * self.n_data
-            z = torch.where(self.z < 0, estimate, self.z)  # (2,)
-            if self.training:
-                self.z.copy_(z)
-        loss = nce_loss(e_s / z[0], self.n_data) + nce_loss(e_t / z[1], self.n_data)
+            logits_s, pos_s = self.scores(v_s, self.memory_t, idx)  # (B, N), (B,)
+            logits_t, pos_t = self.scores(v_t, self.memory_s, idx)
+            z = self.z if self.z_set else self.estimate_z(logits_s, logits_t, idx, negatives)  # (2,)
+            log_z = z.log()
+            loss = nce_loss(logits_s, pos_s, log_z[0], negatives, self.n_data)
+            loss = loss + nce_loss(logits_t, pos_t, log_z[1], negatives, self.n_data)
         if self.training:
             self.update_memory(idx, v_s, v_t)
         return loss
+
+    @torch.no_grad()
+    def estimate_z(
+        self,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        idx: torch.Tensor,
+        negatives: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(2,): the stored Z where set, else this batch's mean(exp(v . m / tau)) * N over the scored
+        slots; stored when training, so Z comes from the first training batch (memory.py)."""
+        if negatives is not None:
+            slots = torch.cat([idx[:, None], negatives], dim=1)  # (B, 1 + K)
+            logits_s, logits_t = logits_s.gather(1, slots), logits_t.gather(1, slots)
+        estimate = torch.stack([logits_s.exp().mean(), logits_t.exp().mean()]) * self.n_data
+        z = torch.where(self.z < 0, estimate, self.z)
+        if self.training:
+            self.z.copy_(z)
+            self.z_set = True
+        return z
 
 
 class CRD(Method):
