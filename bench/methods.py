@@ -10,7 +10,7 @@ distils the same student from a deeper teacher of its width, cnn1d c8 l4 kernel 
 example's pair 1); its row says so. The teachers' weights do not change the cost (their logits
 and features are inputs), so they are trained briefly.
 
-Per method, as the pipeline's jobs do it (kdflow.jobs.train / pretrain): DistillSetup.build with
+Per method, as the pipeline's jobs do it (kdflow.pipeline.jobs.train / pretrain): DistillSetup.build with
 the authors' defaults (method.resolve()), timed: the teacher's feature pass over the training
 split, the one-off cost; for a method with a pre-training stage (ab, ft, fsp), `fit` of
 setup.stage_module(d) with the stage's loss (its epochs validate nothing); then `fit` of the distiller with
@@ -90,7 +90,7 @@ def measure(row: Row, train: Split, val: Split, cfg: TrainConfig) -> dict:
         objective = kd_objective(t.logits, **hp) if hp else scratch_objective()
         return {"setup": None, "pretrain": None, "epoch": epoch_seconds(student, train, val, cfg, objective)}
     start = time.perf_counter()
-    # As kdflow.jobs.distill_setup: the teacher model only for methods that read its features.
+    # As kdflow.pipeline.jobs.distill_setup: the teacher model only for methods that read its features.
     teacher_model = t.model if m.feature_kind else None
     setup = DistillSetup.build(m, hp, STUDENT, SHAPE, CLASSES, teacher_model, train.x, t.logits)
     out = {"setup": time.perf_counter() - start, "pretrain": None}

@@ -114,9 +114,9 @@ def test_timeout_when_every_slot_is_held(tmp_path):
 
 
 def test_the_job_entry_point_takes_a_slot(tmp_path):
-    """kdflow.smk.device(), which every training job calls (for its TrainConfig), takes the slot."""
+    """kdflow.pipeline.smk.device(), which every training job calls (for its TrainConfig), takes the slot."""
     code = (
-        "import os; from kdflow.smk import device\n"
+        "import os; from kdflow.pipeline.smk import device\n"
         "d = device(); device(); print(d, os.environ['CUDA_VISIBLE_DEVICES'])"
     )
     env = job_env(tmp_path / "locks", 2)

@@ -202,7 +202,7 @@ def test_job_setup_is_deterministic_without_importing_the_compiler():
     """setup() turns torch's determinism on without the ~1.5 s import of torch._inductor that
     torch.use_deterministic_algorithms does; a compiling fit then carries the switch to inductor."""
     code = (
-        "import sys, torch; from kdflow.jobs import setup; setup(1); "
+        "import sys, torch; from kdflow.pipeline.jobs import setup; setup(1); "
         "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdflow import jobs
 from kdflow import tracking as trk
 from kdflow.atomic import read_json, sha256
 from kdflow.checkpoint import CorruptFileError, load_checkpoint, load_model, save_model
@@ -25,6 +24,7 @@ from kdflow.config import ConfigError, check_config
 from kdflow.data import load_raw
 from kdflow.engine import TrainConfig, fit, scratch_objective
 from kdflow.models import build_model
+from kdflow.pipeline import jobs
 
 SPEC = {"family": "cnn1d", "channels": 8, "layers": 2}
 OFF = trk.TrackingSpec(enabled=False, uri="", experiment="x", artifact_root="")
@@ -230,7 +230,7 @@ def test_resolved_config_is_redacted():
 
 FAILING_JOB = """
 import sys
-from kdflow.smk import job_log
+from kdflow.pipeline.smk import job_log
 with job_log(sys.argv[1]):
     print("connecting to http://alice:uri-secret-1@127.0.0.1:1 with env-secret-2")
     raise RuntimeError("API request to http://alice:uri-secret-1@127.0.0.1:1/api failed")

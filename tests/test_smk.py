@@ -1,7 +1,7 @@
 """The adapters from a validated config to the dataclasses jobs take."""
 
 from kdflow.config import check_config
-from kdflow.smk import method_ref, pruner_config, search_space, train_config
+from kdflow.pipeline.smk import method_ref, pruner_config, search_space, train_config
 from kdflow.tuning import Range
 
 

@@ -3,7 +3,7 @@
     snakemake --cores all --resources gpu=4     # Snakemake counts GPU jobs; this module picks the device
 
 Snakemake's `gpu` resource is only a counter: it never says *which* device a job gets. So a job that
-trains calls `acquire()` (through `kdflow.smk.device()`) before CUDA starts:
+trains calls `acquire()` (through `kdflow.pipeline.smk.device()`) before CUDA starts:
 
 - `CUDA_VISIBLE_DEVICES` already set (by SLURM, or by the user): honoured, nothing is locked.
 - otherwise the job takes the first free slot `k` among `KDFLOW_GPU_SLOTS` (default: the number of

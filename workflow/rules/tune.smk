@@ -1,5 +1,5 @@
 # One edge's Optuna study: tune_start creates it, tuning.workers tune_worker jobs run its trials in
-# parallel against one journal, tune_select writes the best values (kdflow.tune_jobs).
+# parallel against one journal, tune_select writes the best values (kdflow.pipeline.tune_jobs).
 # The journal is deliberately not an output: Snakemake deletes a failed job's outputs, and the
 # study must survive a failure so that a rerun continues it.
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kdflow.jobs import cache_logits
-from kdflow.smk import data_ref, job_log
+from kdflow.pipeline.jobs import cache_logits
+from kdflow.pipeline.smk import data_ref, job_log
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

@@ -1,11 +1,11 @@
 """Distil the last model of a lineage from the one before it by one method, with its tuned or
-configured hyperparameters (kdflow.jobs.train)."""
+configured hyperparameters (kdflow.pipeline.jobs.train)."""
 
 from pathlib import Path
 
 from kdflow import plan
-from kdflow.jobs import train
-from kdflow.smk import (
+from kdflow.pipeline.jobs import train
+from kdflow.pipeline.smk import (
     checkpoint_every_s,
     data_ref,
     edge_job_info,

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kdflow.jobs import evaluate
-from kdflow.smk import data_ref, job_log, tracking_spec
+from kdflow.pipeline.jobs import evaluate
+from kdflow.pipeline.smk import data_ref, job_log, tracking_spec
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

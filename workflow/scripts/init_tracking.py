@@ -1,7 +1,7 @@
 """Create the MLflow backend and experiment once, before jobs fan out."""
 
 from kdflow.atomic import write_json
-from kdflow.smk import job_log, tracking_spec
+from kdflow.pipeline.smk import job_log, tracking_spec
 from kdflow.tracking import init_tracking, redact
 
 with job_log(snakemake.log[0]):  # noqa: F821

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kdflow.jobs import prepare_data
-from kdflow.smk import job_log
+from kdflow.pipeline.jobs import prepare_data
+from kdflow.pipeline.smk import job_log
 
 with job_log(snakemake.log[0]):  # noqa: F821
     p = snakemake.params  # noqa: F821

@@ -1,11 +1,11 @@
 """A method's stage before student training: FT's paraphraser, AB's and FSP's initialisation
-(kdflow.jobs.pretrain)."""
+(kdflow.pipeline.jobs.pretrain)."""
 
 from pathlib import Path
 
 from kdflow import plan
-from kdflow.jobs import pretrain
-from kdflow.smk import (
+from kdflow.pipeline.jobs import pretrain
+from kdflow.pipeline.smk import (
     checkpoint_every_s,
     data_ref,
     edge_job_info,

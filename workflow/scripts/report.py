@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from kdflow.pipeline.smk import job_log, tracking_spec
 from kdflow.report import write_report
-from kdflow.smk import job_log, tracking_spec
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0]):

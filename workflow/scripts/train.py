@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from kdflow import plan
-from kdflow.jobs import train
-from kdflow.smk import checkpoint_every_s, data_ref, job_info, job_log, tracking_spec, train_config
+from kdflow.pipeline.jobs import train
+from kdflow.pipeline.smk import checkpoint_every_s, data_ref, job_info, job_log, tracking_spec, train_config
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

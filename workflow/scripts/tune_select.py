@@ -1,9 +1,9 @@
-"""The best hyperparameters of an edge's finished study (kdflow.tune_jobs.select_best)."""
+"""The best hyperparameters of an edge's finished study (kdflow.pipeline.tune_jobs.select_best)."""
 
 from pathlib import Path
 
-from kdflow.smk import job_log, tuning_study
-from kdflow.tune_jobs import select_best
+from kdflow.pipeline.smk import job_log, tuning_study
+from kdflow.pipeline.tune_jobs import select_best
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

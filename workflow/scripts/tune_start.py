@@ -1,9 +1,9 @@
-"""Create one edge's Optuna study and its MLflow tuning run (kdflow.tune_jobs.start_tuning)."""
+"""Create one edge's Optuna study and its MLflow tuning run (kdflow.pipeline.tune_jobs.start_tuning)."""
 
 from pathlib import Path
 
-from kdflow.smk import job_log, tuning_study
-from kdflow.tune_jobs import start_tuning
+from kdflow.pipeline.smk import job_log, tuning_study
+from kdflow.pipeline.tune_jobs import start_tuning
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

@@ -1,9 +1,10 @@
-"""One worker of an edge's Optuna study: trials until the study is full (kdflow.tune_jobs.tune_worker)."""
+"""One worker of an edge's Optuna study: trials until the study is full
+(kdflow.pipeline.tune_jobs.tune_worker)."""
 
 from pathlib import Path
 
-from kdflow.smk import job_log, tuning_study
-from kdflow.tune_jobs import tune_worker
+from kdflow.pipeline.smk import job_log, tuning_study
+from kdflow.pipeline.tune_jobs import tune_worker
 
 sm = snakemake  # noqa: F821
 with job_log(sm.log[0], sm.threads):

@@ -18,7 +18,7 @@ Every loss combines its parts as the field does (RepDistiller's train_student.py
 with the authors' values as the defaults of each method's `params`. `Param` also holds the Optuna
 search range of the values that are tuned (`tune`). A method with a stage that must run before
 student training (FT's paraphraser, AB's and FSP's initialisation) declares it as `pretrain`: the
-pipeline runs it as a rule of its own (kdflow.jobs.pretrain) and the distillation job starts from
+pipeline runs it as a rule of its own (kdflow.pipeline.jobs.pretrain) and the distillation job starts from
 its output.
 """
 

@@ -5,7 +5,7 @@
     cache_logits(...)   a teacher's logits on train/val, computed once, reused by every consumer
     evaluate(...)       test-set metrics of one trained model -> test_metrics.json
 
-Tuning's jobs are in kdflow.tune_jobs.
+Tuning's jobs are in kdflow.pipeline.tune_jobs.
 
 Files are the interface between jobs; MLflow only records. Each job's metadata file (`fit.json`)
 holds its MLflow run id, which is how a student's run names its teacher's run (lineage).

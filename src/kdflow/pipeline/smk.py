@@ -22,10 +22,18 @@ import torch
 from kdflow import devices, plan
 from kdflow.atomic import read_json
 from kdflow.engine import TrainConfig
-from kdflow.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, MethodRef, TeacherRef, config_hash, setup
 from kdflow.methods import METHODS
+from kdflow.pipeline.jobs import (
+    CHECKPOINT_EVERY_S,
+    DataRef,
+    JobInfo,
+    MethodRef,
+    TeacherRef,
+    config_hash,
+    setup,
+)
+from kdflow.pipeline.tune_jobs import TuningStudy
 from kdflow.tracking import TrackingSpec, redact, secret_values
-from kdflow.tune_jobs import TuningStudy
 from kdflow.tuning import PrunerConfig, Range
 
 
@@ -77,7 +85,7 @@ def device() -> str:
 
 def checkpoint_every_s() -> float:
     """Seconds between resume checkpoints of a training job: $KDFLOW_CHECKPOINT_EVERY_S, else
-    jobs.CHECKPOINT_EVERY_S. 0 saves every epoch (preemptible nodes, the kill tests)."""
+    kdflow.pipeline.jobs.CHECKPOINT_EVERY_S. 0 saves every epoch (preemptible nodes, the kill tests)."""
     return float(os.environ.get("KDFLOW_CHECKPOINT_EVERY_S", CHECKPOINT_EVERY_S))
 
 

@@ -24,7 +24,7 @@ from kdflow import tracking as trk
 from kdflow.atomic import atomic_write, read_json, sha256, write_json
 from kdflow.checkpoint import load_checkpoint
 from kdflow.engine import TrainConfig, fingerprint
-from kdflow.jobs import DataRef, JobInfo, MethodRef, TeacherRef, distill_setup, load_teacher
+from kdflow.pipeline.jobs import DataRef, JobInfo, MethodRef, TeacherRef, distill_setup, load_teacher
 from kdflow.trials import TrialContext, sequential_trainer, stackable, stacked_trainer
 from kdflow.tuning import (
     FINISHED,

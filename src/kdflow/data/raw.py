@@ -1,0 +1,51 @@
+"""A dataset's arrays as it ships them (`RawData`), and the one `.npz` file they are stored in.
+
+Every loader in `kdflow.data.LOADERS` returns a `RawData`; the `prepare_data` job writes it with
+`save_raw`, and training jobs read it back with `load_raw` (through `kdflow.data.load_split`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdflow.atomic import atomic_write
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Arrays as a dataset ships them: the official train and test parts."""
+
+    x_train: np.ndarray  # (N, *input_shape) float32
+    y_train: np.ndarray  # (N,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def save_raw(data: RawData, path: Path) -> None:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+
+
+def load_raw(path: Path) -> RawData:
+    try:
+        with np.load(path) as z:
+            return RawData(z["x_train"], z["y_train"], z["x_test"], z["y_test"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"dataset file {path} is unreadable ({e}); delete it and rerun to regenerate it"
+        ) from e
+
+
+def require_dir(root: Path | None, sub: str, name: str) -> Path:
+    """`<root>/<sub>`, where a dataset read from disk keeps its files; an error naming it if absent."""
+    path = Path(root or "") / sub
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"dataset '{name}': expected its files under {path} (set dataset.root); "
+            "kdflow does not download datasets"
+        )
+    return path
