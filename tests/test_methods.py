@@ -6,9 +6,10 @@ test_methods_logit.py, test_methods_feature.py and test_methods_modules.py.
 
 import pytest
 import torch
+from test_engine import StopAt  # a job killed right after an epoch's checkpoint
 
 from kdflow.distillation import DistillSetup
-from kdflow.engine import Callback, TrainConfig, fit
+from kdflow.engine import TrainConfig, fit
 from kdflow.methods import METHODS
 from kdflow.models import build_model, count_parameters
 
@@ -104,17 +105,6 @@ def test_the_saved_student_is_exactly_a_scratch_model(name, teacher, small_split
     assert count_parameters(student) == count_parameters(scratch)
     assert student.state_dict().keys() == scratch.state_dict().keys()
     assert type(student) is type(scratch)
-
-
-class StopAt(Callback):
-    """A job killed right after epoch `epoch`'s checkpoint was written."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, metrics):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("name", ["crd", "fitnets", "vid"])

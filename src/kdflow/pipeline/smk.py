@@ -139,6 +139,23 @@ def method_ref(config: dict, name: str, tuned_file: str | None = None) -> Method
     return MethodRef(spec.method, hp)
 
 
+def edge_job(config: dict, rule: str, wildcards, inputs, spec: dict) -> dict:
+    """What a distillation job and a method's stage before it share: the arguments of
+    kdflow.pipeline.jobs.train and .pretrain for the edge that ends `wildcards.lineage`, by the row
+    `wildcards.method` (with its tuned values when `inputs` has them)."""
+    method, lineage, seed = wildcards.method, wildcards.lineage, wildcards.seed
+    return {
+        "data": data_ref(config, inputs["data"]),
+        "spec": spec,
+        "cfg": train_config(config, seed, plan.student(lineage)),
+        "info": edge_job_info(config, rule, method, lineage, seed),
+        "tracking": tracking_spec(config),
+        "teacher": teacher_ref(inputs),
+        "method": method_ref(config, method, inputs.get("tuned")),
+        "checkpoint_every_s": checkpoint_every_s(),
+    }
+
+
 def tracking_spec(config: dict) -> TrackingSpec:
     return TrackingSpec.from_config(config)
 
