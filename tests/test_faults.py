@@ -479,7 +479,9 @@ def max_overlap(spans: list[tuple[int, int]]) -> int:
 def test_concurrent_writers_lose_no_run_metric_or_artifact(reference):
     client = tracking_client(reference)
     runs = all_runs(reference, "faults")
-    job_dirs = sorted(p.parent for p in (reference / RESULTS).glob("*/*/seed*/fit.json"))
+    fits = [*(reference / RESULTS).glob("train/*/seed*/fit.json")]
+    fits += (reference / RESULTS).glob("distill/*/*/seed*/fit.json")
+    job_dirs = sorted(p.parent for p in fits)
     assert len(job_dirs) == 6  # teacher, scratch student and kd student, two seeds
     # a run per training job, no more, no less (evaluation logs into the training run)
     assert sorted(r.info.run_name for r in runs) == sorted(
