@@ -201,3 +201,13 @@ def test_without_kd_the_report_says_so_instead_of_comparing(tmp_path):
     assert "[" not in text.split("## Difference from kd")[1].split("##")[0]  # no interval table
     assert "Tuning was off" in text
     assert paths["deltas_plot"].read_bytes().startswith(b"\x89PNG")  # a rule output: still written
+
+
+def test_a_row_restricted_to_some_pairs_leaves_the_others_empty_in_every_table():
+    only_first = {k: v for k, v in ACC.items() if k != ("kd_ls", "big__mid__small")}
+    rows = pd.DataFrame(make_rows(only_first))
+    table = report.summarize(rows, PAIRS, METHODS)
+    main = report.accuracy_markdown(table, PAIRS, METHODS, 3).splitlines()
+    assert next(line for line in main if line.startswith("| kd_ls |")).endswith("| - |")
+    metrics = report.metrics_markdown(table)
+    assert "| big → mid → small | kd_ls |" not in metrics and "| big → small | kd_ls |" in metrics

@@ -120,6 +120,8 @@ def metrics_markdown(table: pd.DataFrame) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table.itertuples():
+        if not r.n_seeds:  # a row restricted to other pairs (`pairs:` in its methods entry)
+            continue
         params = "-" if pd.isna(r.num_params_mean) else f"{r.num_params_mean:,.0f}"
         if r.num_params_std > 0:
             params += f" ± {r.num_params_std:,.0f}"
