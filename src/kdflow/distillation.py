@@ -53,7 +53,7 @@ class Teacher:
         return self.logits[idx], {k: v[idx] for k, v in self.feats.items()}
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[str], batch_size: int = 1024) -> dict:
     """`layers` of a frozen teacher (eval mode, no gradients) for every sample of `x`."""
     if not layers:
@@ -64,26 +64,18 @@ def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[str], batch
         _, feats = model.forward_features(x[i : i + batch_size])
         for n in layers:
             parts[n].append(feats[n])
-    return {n: torch.cat(v).clone() for n, v in parts.items()}  # clone: out of inference mode
+    return {n: torch.cat(v) for n, v in parts.items()}
 
 
 @torch.no_grad()
-def feature_shapes(model: nn.Module, input_shape: tuple[int, ...], layers: list[str]) -> dict:
-    """Shapes (without the batch) of `layers`, from one eval-mode pass on zeros."""
+def feature_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Every feature `forward_features` gives, name -> shape without the batch, from one
+    eval-mode pass on zeros (the model's mode is restored)."""
     was_training = model.training
     model.eval()
     _, feats = model.forward_features(torch.zeros(2, *input_shape))
     model.train(was_training)
-    return {n: tuple(feats[n].shape[1:]) for n in layers}
-
-
-@torch.no_grad()
-def _names(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
-    was_training = model.training
-    model.eval()
-    _, feats = model.forward_features(torch.zeros(2, *input_shape))
-    model.train(was_training)
-    return list(feats)
+    return {n: tuple(f.shape[1:]) for n, f in feats.items()}
 
 
 @dataclass
@@ -114,7 +106,7 @@ class DistillSetup:
         s_layers, t_layers = [], []
         if method.feature_kind is not None:
             s_layers, t_layers = method.layers(
-                _names(probe, input_shape), _names(teacher_model, input_shape), hp
+                list(feature_shapes(probe, input_shape)), list(feature_shapes(teacher_model, input_shape)), hp
             )
         feats = teacher_features(teacher_model, train_x, t_layers) if t_layers else {}
         t_shapes = {n: tuple(v.shape[1:]) for n, v in feats.items()}
@@ -126,7 +118,8 @@ class DistillSetup:
         has one, with what that stage froze made untrainable (no optimizer step, no decay)."""
         torch.manual_seed(seed)
         student = build_model(self.spec, self.input_shape, self.num_classes)
-        s_shapes = feature_shapes(student, self.input_shape, self.s_layers)
+        shapes = feature_shapes(student, self.input_shape)
+        s_shapes = {n: shapes[n] for n in self.s_layers}
         info = ModuleInfo(num_classes=self.num_classes, n_train=n_train)
         d = Distiller(student, self.method.modules(s_shapes, self.t_shapes, info, hp))
         if pretrained is not None:
