@@ -157,9 +157,8 @@ class MethodRef:
     hp: dict  # resolved: the authors' defaults, the config's values, the tuned values
 
 
-def distill_setup(data: DataRef, spec: dict, teacher: TeacherRef, method: MethodRef, splits):
+def distill_setup(spec: dict, teacher: TeacherRef, method: MethodRef, train_split: datamod.Split):
     """The teacher's metadata and a DistillSetup for `method` (teacher features computed once)."""
-    train_split, _ = splits
     shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
     t_meta, cache = load_teacher(teacher)
     m = METHODS[method.method]
@@ -197,7 +196,7 @@ def train(
         objective, run_key = scratch_objective(), json.dumps([spec, info.method, data_hash])
         method_params = {}
     else:
-        t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
+        t_meta, setup = distill_setup(spec, teacher, method, train_split)
         state = load_checkpoint(pretrained)["distiller"] if pretrained is not None else None
         model = setup.distiller(method.hp, cfg.seed, len(train_split), state)
         start = sha256(pretrained) if pretrained is not None else "none"
@@ -280,7 +279,7 @@ def pretrain(
     validation, and write the student and modules as they end to `out` (a resume checkpoint
     beside it makes it killable like any training job)."""
     train_split, val_split = data.load("train"), data.load("val")
-    t_meta, setup = distill_setup(data, spec, teacher, method, (train_split, val_split))
+    t_meta, setup = distill_setup(spec, teacher, method, train_split)
     m = METHODS[method.method]
     d = setup.distiller(method.hp, cfg.seed, len(train_split))
     trains = setup.stage_module(d)
