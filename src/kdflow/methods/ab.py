@@ -28,9 +28,17 @@ import math
 import torch
 from torch import nn
 
-from kdflow.methods.at import pool_to_common
-from kdflow.methods.base import Batch, Method, ModuleInfo, Param, Pretrain, combine, weights
-from kdflow.methods.vid import is_map_pair
+from kdflow.methods.base import (
+    Batch,
+    Method,
+    ModuleInfo,
+    Param,
+    Pretrain,
+    combine,
+    is_map_pair,
+    pool_to_common,
+    weights,
+)
 
 
 class Connector(nn.Module):

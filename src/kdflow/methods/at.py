@@ -15,24 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdflow.methods.base import Batch, Method, Param, combine, weights
-
-
-def pool_to_common(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pool each spatial axis of the larger map down to the smaller's size."""
-    size = tuple(min(a, b) for a, b in zip(f_s.shape[2:], f_t.shape[2:]))
-    return _pool(f_s, size), _pool(f_t, size)
-
-
-def _pool(f: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    if f.shape[2:] == size:
-        return f
-    if all(a % b == 0 for a, b in zip(f.shape[2:], size)):
-        # Whole ratios (the usual halvings): a plain average pool, the same values as the adaptive
-        # one and a deterministic backward on CUDA, which adaptive pooling's is not.
-        kernel = tuple(a // b for a, b in zip(f.shape[2:], size))
-        return {1: F.avg_pool1d, 2: F.avg_pool2d}[len(size)](f, kernel, kernel)
-    return {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[len(size)](f, size)
+from kdflow.methods.base import Batch, Method, Param, combine, pool_to_common, weights
 
 
 def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:

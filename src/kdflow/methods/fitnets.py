@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdflow.methods.base import Batch, Method, ModuleInfo, combine, weights
+from kdflow.methods.base import Batch, Method, ModuleInfo, combine, is_map_pair, weights
 
 
 def _axis(s: int, t: int) -> tuple[str, int, int, int]:
@@ -75,7 +75,7 @@ class LinearRegressor(nn.Module):
 
 def regressor(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
     s_shape, t_shape = tuple(s_shape), tuple(t_shape)
-    if len(s_shape) == len(t_shape) and len(s_shape) in (2, 3):  # (C, L) or (C, H, W) on both sides
+    if is_map_pair(s_shape, t_shape):
         return ConvRegressor(s_shape, t_shape)
     return LinearRegressor(s_shape, t_shape)
 

@@ -24,8 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdflow.methods.at import pool_to_common
-from kdflow.methods.base import Batch, Method, ModuleInfo, Param, Pretrain, combine, weights
+from kdflow.methods.base import Batch, Method, ModuleInfo, Param, Pretrain, combine, pool_to_common, weights
 
 
 def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdflow.methods.at import pool_to_common
-from kdflow.methods.base import Batch, Method, ModuleInfo, Param, Pretrain, combine, weights
+from kdflow.methods.base import Batch, Method, ModuleInfo, Param, Pretrain, combine, pool_to_common, weights
 
 
 def conv_stack(dims: int, chans: list[int], *, transposed: bool = False, bn: bool) -> nn.Sequential:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdflow.methods.at import pool_to_common
-from kdflow.methods.base import Batch, Method, combine, weights
+from kdflow.methods.base import Batch, Method, combine, pool_to_common, weights
 
 
 def poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -25,13 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdflow.methods.at import pool_to_common
-from kdflow.methods.base import Batch, Method, ModuleInfo, Param, combine, weights
-
-
-def is_map_pair(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> bool:
-    """Both (C, L) or both (C, H, W): a convolution connects them; anything else is flattened."""
-    return len(s_shape) == len(t_shape) and len(s_shape) in (2, 3)
+from kdflow.methods.base import (
+    Batch,
+    Method,
+    ModuleInfo,
+    Param,
+    combine,
+    is_map_pair,
+    pool_to_common,
+    weights,
+)
 
 
 class VIDRegressor(nn.Module):
