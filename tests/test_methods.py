@@ -132,3 +132,35 @@ def test_a_killed_distillation_resumes_exactly_modules_and_memory_bank_included(
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed.history == straight.history
+
+
+def test_kd_with_logit_standardisation_is_the_soft_term_of_z_scored_logits_and_ce_on_the_raw():
+    import math
+
+    from kdflow.methods.base import Batch
+
+    s = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]], dtype=torch.float64)
+    t = torch.tensor([[5.0, 1.0, -2.0], [-1.0, 0.0, 4.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    T, alpha = 2.0, 0.7
+
+    def z(row):  # Sun et al. 2024: (z - mean) / (unbiased std + 1e-7), per sample
+        m = sum(row) / len(row)
+        sd = math.sqrt(sum((v - m) ** 2 for v in row) / (len(row) - 1))
+        return [(v - m) / (sd + 1e-7) for v in row]
+
+    def softmax(row):
+        e = [math.exp(v) for v in row]
+        return [v / sum(e) for v in e]
+
+    kl = ce = 0.0
+    for i in range(2):
+        p_t = softmax([v / T for v in z(t[i].tolist())])
+        p_s = softmax([v / T for v in z(s[i].tolist())])
+        kl += sum(a * math.log(a / b) for a, b in zip(p_t, p_s)) / 2
+        ce += -math.log(softmax(s[i].tolist())[y[i]]) / 2
+    hp = METHODS["kd"].resolve({"temperature": T, "alpha": alpha, "logit_std": True})
+    parts = METHODS["kd"].loss(Batch(s, t, y, torch.arange(2)), hp, None)
+    assert parts["kd"].item() == pytest.approx(T**2 * kl, rel=1e-5)
+    assert parts["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx((1 - alpha) * ce + alpha * T**2 * kl, rel=1e-5)

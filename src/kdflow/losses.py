@@ -21,6 +21,22 @@ def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tor
     return {"loss": ce, "ce": ce}
 
 
+def soft_term(
+    student_logits: torch.Tensor,  # (..., B, C), at least float32
+    teacher_logits: torch.Tensor,  # (B, C) or (..., B, C), no grad
+    temperature: float | torch.Tensor,  # a float, or one per member: shape (...)
+) -> torch.Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, averaged over the batch."""
+    s = student_logits
+    # On the logits' device: T reshaped to (1, 1) is no longer a scalar that may stay on the host.
+    temp = torch.as_tensor(temperature, dtype=s.dtype, device=s.device)
+    t_b = temp.reshape(temp.shape + (1, 1))  # broadcasts over (B, C)
+    log_p_student = F.log_softmax(s / t_b, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / t_b, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True)
+    return temp**2 * kl.sum(-1).mean(-1)  # batchmean: summed over classes, averaged over the batch
+
+
 def kd_loss(
     student_logits: torch.Tensor,  # (..., B, C): leading dims are independent members (stacked trials)
     teacher_logits: torch.Tensor,  # (B, C) or (..., B, C), no grad
@@ -31,18 +47,12 @@ def kd_loss(
     """Each part is a scalar for one model, or one value per member, shape (...)."""
     # At least float32 whatever the autocast dtype: bf16 would round T (3.3 -> 3.297) and softmaxes.
     s = student_logits.to(torch.promote_types(student_logits.dtype, torch.float32))
-    # On the logits' device: T reshaped to (1, 1) is no longer a scalar that may stay on the host.
-    temp = torch.as_tensor(temperature, dtype=s.dtype, device=s.device)
     if isinstance(alpha, torch.Tensor):  # per-member alphas, possibly made on the host
         alpha = alpha.to(s.device)
-    t_b = temp.reshape(temp.shape + (1, 1))  # broadcasts over (B, C)
     ce = F.cross_entropy(
         s.reshape(-1, s.shape[-1]), labels.expand(s.shape[:-1]).reshape(-1), reduction="none"
     ).view(s.shape[:-1])
-    log_p_student = F.log_softmax(s / t_b, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits / t_b, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True)
-    kd = temp**2 * kl.sum(-1).mean(-1)  # batchmean: summed over classes, averaged over the batch
+    kd = soft_term(s, teacher_logits, temperature)
     ce = ce.mean(-1)
     return {"loss": (1.0 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
 

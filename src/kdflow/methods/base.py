@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdflow.losses import soft_term
+
 
 @dataclass(frozen=True)
 class Param:
@@ -193,11 +195,9 @@ def ce(s_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def kd_term(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's soft term T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes and averaged
-    over the batch; in float32 whatever the autocast dtype (see kdflow.losses)."""
-    s, t = s_logits.float() / temperature, t_logits.float() / temperature
-    kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="none", log_target=True)
-    return temperature**2 * kl.sum(-1).mean()
+    """Hinton's soft term T^2 * KL(softmax(t/T) || softmax(s/T)) in float32 whatever the autocast
+    dtype: kdflow.losses.soft_term, the one definition."""
+    return soft_term(s_logits.float(), t_logits.float(), temperature)
 
 
 def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -12,7 +12,7 @@ teacher and student logits are z-scored per sample before the temperature.
 from __future__ import annotations
 
 from kdflow.losses import kd_loss
-from kdflow.methods.base import Batch, Method, Param, standardize
+from kdflow.methods.base import Batch, Method, Param, ce, kd_term, standardize
 
 
 class KD(Method):
@@ -28,11 +28,9 @@ class KD(Method):
     stackable = True  # kdflow.stacked trains kd trials (without logit_std) as one model
 
     def loss(self, b: Batch, hp: dict, modules) -> dict:
-        s, t = b.s_logits, b.t_logits
-        if hp["logit_std"]:
-            s, t = standardize(s.float()), standardize(t.float())
-            # CE stays on the raw logits: standardisation only shapes the soft term
-            parts = kd_loss(s, t, b.y, hp["temperature"], hp["alpha"])
-            raw = kd_loss(b.s_logits, t, b.y, hp["temperature"], 0.0)["ce"]
-            return {**parts, "loss": (1 - hp["alpha"]) * raw + hp["alpha"] * parts["kd"], "ce": raw}
-        return kd_loss(s, t, b.y, hp["temperature"], hp["alpha"])
+        if not hp["logit_std"]:
+            return kd_loss(b.s_logits, b.t_logits, b.y, hp["temperature"], hp["alpha"])
+        # Standardisation shapes the soft term only; CE stays on the raw logits.
+        kd = kd_term(standardize(b.s_logits.float()), standardize(b.t_logits.float()), hp["temperature"])
+        ce_ = ce(b.s_logits, b.y)
+        return {"loss": (1 - hp["alpha"]) * ce_ + hp["alpha"] * kd, "ce": ce_, "kd": kd}
