@@ -34,7 +34,14 @@ def test_family_knobs_are_the_constructor_arguments():
         assert tuple(p for p in params if p not in ("input_shape", "num_classes")) == knobs, name
 
 
-SMALL = {"mlp": {}, "cnn1d": {"layers": 1}, "cnn2d": {"layers": 1}, "resnet": {"depth": 8, "width": 4}}
+SMALL = {
+    "mlp": {},
+    "cnn1d": {"layers": 1},
+    "cnn2d": {"layers": 1},
+    "resnet": {"depth": 8, "width": 4},
+    "transformer1d": {"dim": 8, "layers": 1, "heads": 2},
+    "vit": {"dim": 8, "layers": 1, "heads": 2},
+}
 
 
 def test_family_rank_matches_what_the_model_accepts():

@@ -10,6 +10,7 @@ bad config stops the run before any job starts and before anything is written.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ import yaml
 from kdflow import plan
 from kdflow.registry import (
     DATASET_RANK,
+    DATASET_SHAPE,
     FAMILIES,
     GENERATED,
     METHODS,
@@ -170,6 +172,8 @@ def _check_semantics(c: dict) -> None:
             )
         if family == "cnn1d" and spec.get("kernel", 5) % 2 == 0:
             raise ConfigError(f"config key 'models.{name}.kernel': must be odd, got {spec['kernel']}")
+        if family in ("transformer1d", "vit"):
+            _check_transformer(name, spec, c["dataset"]["name"])
 
     t = c["tuning"]
     if t["workers"] > t["n_trials"]:
@@ -185,6 +189,27 @@ def _check_semantics(c: dict) -> None:
     existing = next(p for p in [results, *results.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
+
+
+def _check_transformer(name: str, spec: dict, dataset: str) -> None:
+    """What kdflow.models.transformer's constructors refuse (with their defaults), said before any job."""
+    shape = DATASET_SHAPE[dataset]
+    sides = shape[-2:] if len(shape) == 3 else shape  # (H, W) of an image, (L,) of a signal
+    patch, dim, heads = spec.get("patch", 4), spec.get("dim", 64), spec.get("heads", 4)
+
+    def divisors(n: int) -> str:
+        return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+    if any(n % patch for n in sides):
+        raise ConfigError(
+            f"config key 'models.{name}.patch': {patch} does not divide the {'x'.join(map(str, sides))} "
+            f"inputs of dataset {dataset!r}; allowed: {divisors(math.gcd(*sides))}"
+        )
+    if dim % heads:
+        raise ConfigError(
+            f"config key 'models.{name}.heads': {heads} does not divide dim {dim} (models.{name}.dim); "
+            f"allowed: {divisors(dim)}"
+        )
 
 
 def _check_pairs(c: dict) -> None:

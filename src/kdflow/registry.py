@@ -10,16 +10,21 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-# dataset -> rank of one input (1: a signal (L,), 3: an image (C, H, W))
-DATASET_RANK = {"mnist1d": 1, "mnist": 3, "cifar10": 3}
+# dataset -> shape of one input, (L,) for a signal, (C, H, W) for an image (patch sizes must divide it)
+DATASET_SHAPE = {"mnist1d": (40,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+DATASET_RANK = {name: len(shape) for name, shape in DATASET_SHAPE.items()}
 # datasets kdflow makes itself; the others are read from disk under dataset.root
 GENERATED = {"mnist1d"}
+# the knobs transformer1d and vit share (kdflow.models.transformer)
+TRANSFORMER_KNOBS = ("patch", "dim", "layers", "heads", "mlp_ratio", "dropout")
 # model family -> (input rank it takes or None for any, its size knobs)
 FAMILIES = {
     "mlp": (None, ("hidden", "dropout")),
     "cnn1d": (1, ("channels", "layers", "kernel", "dropout")),
     "cnn2d": (3, ("channels", "layers")),
     "resnet": (3, ("depth", "width")),
+    "transformer1d": (1, TRANSFORMER_KNOBS),
+    "vit": (3, TRANSFORMER_KNOBS),
 }
 # families whose blocks are vectors (B, D); the others' blocks are feature maps (B, C, *spatial)
 VECTOR_BLOCKS = {"mlp"}
@@ -32,6 +37,8 @@ def feature_names(spec: dict) -> list[str]:
         "cnn1d": spec.get("layers", 3),
         "cnn2d": spec.get("layers", 4),
         "resnet": 3,
+        "transformer1d": spec.get("layers", 4),
+        "vit": spec.get("layers", 4),
     }[spec["family"]]
     return [f"block{i}{s}" for i in range(1, n + 1) for s in ("", "_pre")] + ["penultimate"]
 
@@ -45,6 +52,8 @@ def block_channels(spec: dict) -> list[int]:
         return [spec.get("channels", 32) * 2 ** min(i, 3) for i in range(spec.get("layers", 4))]
     if family == "resnet":
         return [spec.get("width", 16) * 2**i for i in range(3)]
+    if family in ("transformer1d", "vit"):
+        return [spec.get("dim", 64)] * spec.get("layers", 4)
     raise ValueError(f"family {family!r} has no feature maps")
 
 

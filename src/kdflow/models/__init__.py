@@ -9,12 +9,14 @@ Every family returns logits from `forward` and, from `forward_features`, the sam
 intermediate features, so a feature-based method (FitNets, attention transfer, RKD, CRD) can ask
 for them without a change here:
 
-    block<i>       the output of block i: (B, D) for mlp, (B, C, L) for cnn1d, (B, C, H, W) otherwise
+    block<i>       the output of block i: (B, D) for mlp, (B, C, L) for cnn1d, (B, C, H, W) otherwise;
+                   transformer1d and vit lay their tokens out as maps, (B, dim, L/p) and (B, dim, H/p, W/p)
     block<i>_pre   the same block before its activation (AB distils these): mlp the Linear output,
                    cnn1d and cnn2d the BatchNorm output (cnn2d: also before the max-pool, so at the
                    block's input resolution), resnet the last basic block's residual sum before its
-                   final ReLU. relu(block<i>_pre) is block<i> except for cnn2d's pool and mlp's
-                   dropout in training.
+                   final ReLU, transformer1d and vit block<i> itself (a block ends in its residual
+                   sum, with no activation). relu(block<i>_pre) is block<i> except for cnn2d's pool,
+                   mlp's dropout in training, and the Transformers.
     penultimate    the vector the classifier reads, (B, D)
 
 `input_shape` excludes the batch: (L,) for 1-D signals, (C, H, W) for images.
@@ -28,6 +30,7 @@ from kdflow.models.base import Classifier
 from kdflow.models.cnn import CNN1D, CNN2D
 from kdflow.models.mlp import MLP
 from kdflow.models.resnet import ResNet
+from kdflow.models.transformer import Transformer1D, ViT
 
 # family name -> class. The config's model spec is {"family": name, **constructor knobs}.
 MODELS = {
@@ -35,6 +38,8 @@ MODELS = {
     "cnn1d": CNN1D,
     "cnn2d": CNN2D,
     "resnet": ResNet,
+    "transformer1d": Transformer1D,
+    "vit": ViT,
 }
 
 
