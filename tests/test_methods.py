@@ -99,7 +99,7 @@ def test_the_saved_student_is_exactly_a_scratch_model(name, teacher, small_split
         TrainConfig(epochs=1, batch_size=128),
         setup.objective(hp),
     )
-    student = result.model.student
+    student = setup.final_student(result.model, hp)  # diffrep: its branches folded
     torch.manual_seed(0)
     scratch = build_model(STUDENT, (40,), 10)
     assert count_parameters(student) == count_parameters(scratch)
@@ -107,7 +107,7 @@ def test_the_saved_student_is_exactly_a_scratch_model(name, teacher, small_split
     assert type(student) is type(scratch)
 
 
-@pytest.mark.parametrize("name", ["crd", "fitnets", "vid"])
+@pytest.mark.parametrize("name", ["crd", "fitnets", "vid", "diffrep"])
 def test_a_killed_distillation_resumes_exactly_modules_and_memory_bank_included(
     name, teacher, small_splits, tmp_path
 ):

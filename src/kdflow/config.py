@@ -27,6 +27,7 @@ from kdflow.registry import (
     FAMILIES,
     GENERATED,
     METHODS,
+    REPARAM_FAMILIES,
     VECTOR_BLOCKS,
     block_channels,
     feature_names,
@@ -314,6 +315,9 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
             raise ConfigError(f"config key '{where}': {value!r} must be a number >= 0")
         elif isinstance(default, int) and not isinstance(value, int):
             raise ConfigError(f"config key '{where}': {value!r} must be a whole number")
+        elif p in info.bounds and not info.bounds[p][0] <= value <= info.bounds[p][1]:
+            low, high = info.bounds[p]
+            raise ConfigError(f"config key '{where}': {value!r} is outside the allowed [{low}, {high}]")
     for p, r in spec.search.items():
         where = f"{key}.search.{p}"
         if p not in info.tunable:
@@ -346,6 +350,8 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                 )
         if info.features == "map_same_channels":
             _check_same_channels(key, spec.method, i, [models[n] for n in chain], chain)
+        if info.reshapes_student:
+            _check_reshapable(key, spec, i, chain, models)
         for side, names in (("student_layer", chain[1:]), ("teacher_layer", chain[:-1])):
             layer = spec.params.get(side)
             for name in names if layer else ():
@@ -355,6 +361,25 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                         f"config key '{key}.params.{side}': model {name!r} has no feature {layer!r}; "
                         f"allowed: {', '.join(allowed)}"
                     )
+
+
+def _check_reshapable(key: str, spec: plan.MethodSpec, i: int, chain: list[str], models: dict) -> None:
+    """A method that trains the student in another form (diffrep's branches) needs a family that
+    says where, and a block (not the penultimate vector) to change."""
+    for name in chain[1:]:
+        family = models[name]["family"]
+        if family not in REPARAM_FAMILIES:
+            raise ConfigError(
+                f"config key '{key}': method {spec.method!r} re-parameterises the student's layer, and "
+                f"model {name!r} of pairs[{i}] (family {family!r}) has no such layer; "
+                f"families it can train: {', '.join(sorted(REPARAM_FAMILIES))}"
+            )
+    layer = spec.params.get("student_layer")
+    if layer and not re.fullmatch(r"block\d+(_pre)?", layer):
+        raise ConfigError(
+            f"config key '{key}.params.student_layer': method {spec.method!r} re-parameterises a "
+            f"block's layer; {layer!r} is not a block (block1, block2, ...)"
+        )
 
 
 def _check_same_channels(key: str, method: str, i: int, specs: list[dict], chain: list[str]) -> None:

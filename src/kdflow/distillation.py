@@ -118,6 +118,7 @@ class DistillSetup:
         has one, with what that stage froze made untrainable (no optimizer step, no decay)."""
         torch.manual_seed(seed)
         student = build_model(self.spec, self.input_shape, self.num_classes)
+        self.method.prepare_student(student, self.s_layers, hp)
         shapes = feature_shapes(student, self.input_shape)
         s_shapes = {n: shapes[n] for n in self.s_layers}
         info = ModuleInfo(num_classes=self.num_classes, n_train=n_train)
@@ -128,6 +129,13 @@ class DistillSetup:
             if stage.frozen_after:
                 self.stage_module(d).requires_grad_(False)
         return d
+
+    def final_student(self, d: Distiller, hp: dict) -> nn.Module:
+        """The student to save, as the method leaves it (diffrep folds its branches), checked to
+        be exactly the architecture of a scratch model: its weights load into a fresh one."""
+        student = self.method.final_student(d.student, self.s_layers, hp)
+        build_model(self.spec, self.input_shape, self.num_classes).load_state_dict(student.state_dict())
+        return student
 
     def stage_module(self, d: Distiller) -> nn.Module:
         """What the method's pre-training stage trains: the distiller, or one of its modules."""
@@ -146,7 +154,7 @@ class DistillSetup:
                 s_logits, s_feats = None, {}  # one module trains alone: the student is not run
             else:
                 s_logits, feats = d.student.forward_features(x)
-                s_feats = {n: feats[n] for n in s_layers}
+                s_feats = {n: feats[n] for n in s_layers} | method.student_features(d.student)
             b = Batch(s_logits, t_logits, y, idx, s_feats, t_feats, epoch)
             loss = method.loss if pretrain_of is None else method.pretrain_loss
             return loss(b, hp, d.extra)

@@ -28,6 +28,8 @@ FAMILIES = {
 }
 # families whose blocks are vectors (B, D); the others' blocks are feature maps (B, C, *spatial)
 VECTOR_BLOCKS = {"mlp"}
+# families whose blocks' linear layer can be re-parameterised (Classifier.rep_target)
+REPARAM_FAMILIES = {"mlp", "cnn1d", "cnn2d", "resnet"}
 
 
 def feature_names(spec: dict) -> list[str]:
@@ -65,11 +67,21 @@ class MethodInfo(NamedTuple):
     params: dict  # hyperparameter -> default (its type is the type a config value must have)
     tune: tuple[str, ...]  # tuned by default
     tunable: tuple[str, ...]  # may be tuned (have a search range)
+    bounds: dict  # hyperparameter -> [lowest, highest] a config may give, where limited
+    reshapes_student: bool  # trains the student in another form (its family needs REPARAM_FAMILIES)
 
 
 # Written from kdflow.methods by `python -m kdflow.methods` (tests/test_registry.py says when to).
 METHODS_FILE = Path(__file__).with_name("methods.json")
 METHODS: dict[str, MethodInfo] = {
-    name: MethodInfo(v["features"], v["pretrain"], v["params"], tuple(v["tune"]), tuple(v["tunable"]))
+    name: MethodInfo(
+        v["features"],
+        v["pretrain"],
+        v["params"],
+        tuple(v["tune"]),
+        tuple(v["tunable"]),
+        v["bounds"],
+        v["reshapes_student"],
+    )
     for name, v in json.loads(METHODS_FILE.read_text()).items()
 }

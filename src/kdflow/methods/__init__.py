@@ -13,6 +13,7 @@ from kdflow.methods.at import AT
 from kdflow.methods.base import Method
 from kdflow.methods.cc import CC
 from kdflow.methods.crd import CRD
+from kdflow.methods.diffrep import DiffRep
 from kdflow.methods.dist import DIST
 from kdflow.methods.dkd import DKD
 from kdflow.methods.fitnets import FitNets
@@ -43,4 +44,6 @@ METHODS: dict[str, Method] = {
     "ft": FT(),
     "fsp": FSP(),
     "nst": NST(),
+    # the founding papers
+    "diffrep": DiffRep(),
 }

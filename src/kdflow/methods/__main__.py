@@ -17,6 +17,8 @@ def declarations() -> dict:
             "params": {k: p.default for k, p in m.declared().items()},
             "tune": list(m.tune),
             "tunable": [k for k, p in m.params.items() if p.tunable],
+            "bounds": {k: list(p.valid) for k, p in m.params.items() if p.valid is not None},
+            "reshapes_student": m.reshapes_student,
         }
         for name, m in METHODS.items()
     }

@@ -43,6 +43,7 @@ class Param:
     high: float | None = None
     log: bool = False
     doc: str = ""
+    valid: tuple[float, float] | None = None  # the values a config may give (inclusive), if limited
 
     @property
     def tunable(self) -> bool:
@@ -102,6 +103,10 @@ class Method:
     layer_roles: ClassVar[str | None] = None
     pretrain: ClassVar[Pretrain | None] = None
     stackable: ClassVar[bool] = False  # tuning may train trials as one stacked model (kd only)
+    # The student trains in another form that `final_student` turns back into the architecture a
+    # scratch model has (diffrep: one layer as parallel branches); its family must say where
+    # (kdflow.models.base.Classifier.rep_target).
+    reshapes_student: ClassVar[bool] = False
 
     def declared(self) -> dict[str, Param]:
         """Every hyperparameter a config may set: `params`, and for a method that reads one layer
@@ -135,6 +140,17 @@ class Method:
     def pretrain_loss(self, b: Batch, hp: dict, modules: nn.Module) -> dict[str, torch.Tensor]:
         """The loss of the `pretrain` stage, when the method has one."""
         raise NotImplementedError
+
+    def prepare_student(self, student: nn.Module, s_layers: list[str], hp: dict) -> None:
+        """Change the student for training, in place (a `reshapes_student` method)."""
+
+    def student_features(self, student: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors of the last forward that only the changed student holds (added to Batch.s_feats)."""
+        return {}
+
+    def final_student(self, student: nn.Module, s_layers: list[str], hp: dict) -> nn.Module:
+        """The student to save: the architecture of a scratch model, computing the same function."""
+        return student
 
 
 SINGLE_LAYER = ("last", "middle", "penultimate")

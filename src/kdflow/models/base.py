@@ -14,3 +14,9 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
+
+    def rep_target(self, block: int) -> tuple[nn.Module, str, str | None]:
+        """Where block `block` (1-based) keeps its linear layer, for structural re-parameterisation
+        (kdflow.models.reparam): (holder, the layer's attribute, the attribute of its BatchNorm or
+        None). Families whose blocks have no such layer do not override it."""
+        raise ValueError(f"{type(self).__name__} blocks cannot be re-parameterised")

@@ -49,6 +49,9 @@ class CNN1D(Classifier):
         feats["penultimate"] = h
         return self.head(self.dropout(h)), feats
 
+    def rep_target(self, block):
+        return self.blocks[block - 1], "0", "1"  # conv, BatchNorm
+
 
 class CNN2D(Classifier):
     """Conv2d blocks (3x3, BatchNorm, ReLU, 2x2 max-pool), global average pool, linear head.
@@ -82,3 +85,6 @@ class CNN2D(Classifier):
         h = h.mean(dim=(2, 3))  # (B, C)
         feats["penultimate"] = h
         return self.head(h), feats
+
+    def rep_target(self, block):
+        return self.blocks[block - 1], "0", "1"  # conv, BatchNorm

@@ -36,3 +36,6 @@ class MLP(Classifier):
             feats[f"block{i}"] = h
         feats["penultimate"] = h
         return self.head(h), feats
+
+    def rep_target(self, block):
+        return self.blocks[block - 1], "0", None  # Linear (with bias), no BatchNorm

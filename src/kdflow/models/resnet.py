@@ -68,3 +68,6 @@ class ResNet(Classifier):
         h = h.mean(dim=(2, 3))
         feats["penultimate"] = h
         return self.head(h), feats
+
+    def rep_target(self, block):
+        return self.stages[block - 1][-1], "conv2", "bn2"  # the stage's last conv before the residual sum

@@ -230,7 +230,7 @@ def train(
             stage=name,
         )
         fit_seconds = time.monotonic() - started  # the job's training, apart from its fixed costs
-        best = result.model.student if teacher is not None else result.model
+        best = setup.final_student(result.model, method.hp) if teacher is not None else result.model
         model_sha = save_model(out_dir / "model.pt", best, spec, shape, n_cls)
         _write_history(result.history, out_dir / "history.parquet")
         meta = {
