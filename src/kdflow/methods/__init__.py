@@ -13,6 +13,7 @@ from kdflow.methods.at import AT
 from kdflow.methods.base import Method
 from kdflow.methods.cc import CC
 from kdflow.methods.crd import CRD
+from kdflow.methods.diffkd import DiffKD
 from kdflow.methods.diffrep import DiffRep
 from kdflow.methods.dist import DIST
 from kdflow.methods.dkd import DKD
@@ -46,4 +47,5 @@ METHODS: dict[str, Method] = {
     "nst": NST(),
     # the founding papers
     "diffrep": DiffRep(),
+    "diffkd": DiffKD(),
 }
