@@ -211,3 +211,22 @@ def test_a_row_restricted_to_some_pairs_leaves_the_others_empty_in_every_table()
     assert next(line for line in main if line.startswith("| kd_ls |")).endswith("| - |")
     metrics = report.metrics_markdown(table)
     assert "| big → mid → small | kd_ls |" not in metrics and "| big → small | kd_ls |" in metrics
+
+
+def test_the_methods_section_names_each_rows_source_and_what_a_reconstruction_chose():
+    from kdflow.pipeline.smk import method_rows
+
+    config = {
+        "pairs": [{"teacher": "t", "student": "s"}],
+        "methods": ["kd", {"method": "diffrep", "name": "diffrep8", "params": {"branches": 8}}],
+    }
+    rows = method_rows(config)
+    assert [(r["row"], r["method"], r["params"]) for r in rows] == [
+        ("kd", "kd", {}),
+        ("diffrep8", "diffrep", {"branches": 8}),
+    ]
+    text = report.methods_markdown(rows)
+    assert "| kd | kd | Hinton et al., NIPS workshop 2015 |" in text
+    assert "| diffrep8 | diffrep | Yao et al., AAAI 2024" in text and "| branches=8 |" in text
+    assert text.count("is a reconstruction.") == 1  # diffrep's note, once; kd is from its authors' code
+    assert "not built" in text.split("**diffrep is a reconstruction.**")[1]

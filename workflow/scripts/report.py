@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kdflow.pipeline.smk import job_log, tracking_spec
+from kdflow.pipeline.smk import job_log, method_rows, tracking_spec
 from kdflow.report import write_report
 
 sm = snakemake  # noqa: F821
@@ -19,4 +19,5 @@ with job_log(sm.log[0]):
         tuning_plot=Path(sm.output.tuning),
         experiment=sm.config["experiment"],
         tracking=tracking_spec(sm.config),
+        method_rows=method_rows(sm.config),
     )

@@ -90,6 +90,9 @@ class Method:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""  # author, venue, year
     source: ClassVar[str] = ""  # the authors' file its defaults come from
+    # For a method rebuilt from an incomplete description: which parts come from the paper and
+    # which are kdflow's choices (the report prints it). "" for a method from its authors' code.
+    reconstruction: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
     tune: ClassVar[tuple[str, ...]] = ()  # tuned by default (each must be tunable)
     # None: logits only. "map": spatial feature maps (B, C, *spatial) from every layer it reads;

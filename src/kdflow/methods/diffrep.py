@@ -75,6 +75,17 @@ class DiffRep(Method):
     feature_kind = "any"
     layer_roles = "last"
     reshapes_student = True
+    reconstruction = (
+        "Yao et al. (AAAI 2024) publish neither full text nor code. From the abstract: the transfer is "
+        "split into small steps optimised progressively, as a diffusion reverse process; the steps are "
+        "student features made by structural re-parameterisation, combined linearly and folded into "
+        "one layer for inference. From an unverified secondary summary: branches are assigned to steps "
+        "in a random order (shuffle). kdflow's choices: the layer (the student's last block, its conv "
+        "+ BN as K RepVGG-style branches), the chain (running sums of branch features), the targets "
+        "(DDPM's forward process from the teacher feature, cosine schedule at times (K-k)/K, noise or "
+        "the student's feature as the start), FitNets' connector and loss weight, K = 4. "
+        "'Target guided diffusion training' is not built."
+    )
 
     def layers(self, s_names: list[str], t_names: list[str], hp: dict) -> tuple[list[str], list[str]]:
         s = hp.get("student_layer") or blocks(s_names)[-1]

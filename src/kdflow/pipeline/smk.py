@@ -156,6 +156,16 @@ def edge_job(config: dict, rule: str, wildcards, inputs, spec: dict) -> dict:
     }
 
 
+def method_rows(config: dict) -> list[dict]:
+    """Each method row of the experiment with where its method comes from, for the report."""
+    rows = []
+    for spec in plan.methods(config):
+        m = METHODS[spec.method]
+        info = {"paper": m.paper, "source": m.source, "reconstruction": m.reconstruction}
+        rows.append({"row": spec.name, "method": spec.method, "params": dict(spec.params), **info})
+    return rows
+
+
 def tracking_spec(config: dict) -> TrackingSpec:
     return TrackingSpec.from_config(config)
 

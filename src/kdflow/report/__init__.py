@@ -30,6 +30,7 @@ from kdflow.report.tables import (
     deltas_markdown,
     load_rows,
     load_trials,
+    methods_markdown,
     metrics_markdown,
     model_summary,
     pair_label,
@@ -55,6 +56,7 @@ __all__ = [
     "deltas_markdown",
     "load_rows",
     "load_trials",
+    "methods_markdown",
     "metrics_markdown",
     "model_summary",
     "pair_label",
@@ -85,7 +87,9 @@ def write_report(
     tuning_plot: Path,
     experiment: str,
     tracking: TrackingSpec,
+    method_rows: list[dict] = (),
 ) -> pd.DataFrame:
+    """The report; `method_rows` (kdflow.pipeline.smk.method_rows) says where each method row comes from."""
     rows = load_rows(metric_files)
     table = summarize(rows, pairs, methods)
     n_seeds = rows.seed.nunique()
@@ -116,6 +120,7 @@ def write_report(
             "(scratch): trained from labels alone. Bold: the best method of each pair. Models were "
             "selected (best epoch) and tuned on the validation split only.",
             accuracy_markdown(table, pairs, methods, n_seeds),
+            *(["## Methods", methods_markdown(list(method_rows))] if method_rows else []),
             f"## Difference from {BASELINE}",
             *delta_text,
             "## Calibration, agreement and cost",

@@ -114,6 +114,21 @@ def accuracy_markdown(table: pd.DataFrame, pairs: list[str], methods: list[str],
     return "\n".join(lines)
 
 
+def methods_markdown(rows: list[dict]) -> str:
+    """Where each row's method comes from: {row, method, paper, source, params, reconstruction};
+    a method rebuilt from an incomplete description says so, and which parts are whose, below."""
+    lines = ["| row | method | paper | defaults from | set in the config |", "|---|---|---|---|---|"]
+    notes = {}
+    for r in rows:
+        fixed = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        lines.append(f"| {r['row']} | {r['method']} | {r['paper']} | {r['source']} | {fixed} |")
+        if r["reconstruction"]:
+            notes[r["method"]] = r["reconstruction"]
+    for method, text in notes.items():
+        lines += ["", f"**{method} is a reconstruction.** {text}"]
+    return "\n".join(lines)
+
+
 def metrics_markdown(table: pd.DataFrame) -> str:
     lines = [
         "| pair | row | model | NLL | ECE % | agreement % | samples/s | params | seeds |",
