@@ -177,12 +177,13 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_feature_methods_with_modules_and_pretraining_stages_run_along_chains(tmp_path):
     """The matrix shape with the methods that add the most machinery: CRD's memory bank, FT's
-    paraphraser stage, FitNets' regressor restricted to one pair; a chain of two assistants."""
+    paraphraser stage, FitNets' regressor restricted to one pair, DiffKD's diffusion modules,
+    diffrep's branched student saved folded; a chain of two assistants, the first a Transformer."""
     config = {
         "experiment": "matrix",
         "models": {
             "teacher": {"family": "cnn1d", "channels": 16, "layers": 3},
-            "a1": {"family": "cnn1d", "channels": 12, "layers": 2},
+            "a1": {"family": "transformer1d", "patch": 4, "dim": 8, "layers": 2, "heads": 2},
             "a2": {"family": "cnn1d", "channels": 8, "layers": 2},
             "student": {"family": "cnn1d", "channels": 4, "layers": 2},
         },
@@ -194,6 +195,8 @@ def test_feature_methods_with_modules_and_pretraining_stages_run_along_chains(tm
             "crd",
             {"method": "ft", "params": {"init_epochs": 2}},
             {"method": "fitnets", "name": "hint1", "params": {"student_layer": "block1"}, "pairs": [1]},
+            "diffkd",
+            {"method": "diffrep", "params": {"branches": 3}, "pairs": [0]},
         ],
         "seeds": [0],
         "train": {"epochs": 2},
@@ -205,7 +208,8 @@ def test_feature_methods_with_modules_and_pretraining_stages_run_along_chains(tm
     rows = pd.read_parquet(results / "summary.parquet")
     chains = ["teacher__student", "teacher__a1", "teacher__a1__a2", "teacher__a1__a2__student"]
     expected = {("scratch", "teacher"), ("scratch", "student")}
-    expected |= {(m, c) for m in ("crd", "ft") for c in chains} | {("hint1", c) for c in chains[1:]}
+    expected |= {(m, c) for m in ("crd", "ft", "diffkd") for c in chains} | {("hint1", c) for c in chains[1:]}
+    expected |= {("diffrep", "teacher__student")}
     assert set(zip(rows.method, rows.lineage, strict=True)) == expected
     counts = rows.groupby("lineage").num_params.nunique()
     assert (counts == 1).all()  # every method's student has its scratch run's parameter count
