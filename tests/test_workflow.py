@@ -62,6 +62,14 @@ def test_dry_run_of_the_methods_example_plans_every_cell_once(tmp_path):
     assert planned["pretrain"] > 0 and planned["tune_select"] > 0
 
 
+def test_dry_run_of_the_progressive_example_tunes_every_supervised_row_per_pair(tmp_path):
+    example = yaml.safe_load((REPO / "config" / "examples" / "progressive_kd.yaml").read_text())
+    planned = planned_jobs(ok(snakemake(tmp_path, example, "--dry-run")))
+    n_rows, n_pairs, n_seeds = len(example["methods"]), len(example["pairs"]), len(example["seeds"])
+    assert planned["distill"] == n_rows * n_pairs * n_seeds
+    assert planned["tune_select"] == (n_rows - 1) * n_pairs  # diffrep_nosup: nothing to tune
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tmp_path):
     ok(snakemake(tmp_path, TINY, "--cores", "2"))
