@@ -100,3 +100,15 @@ def test_kd_loss_is_computed_in_float32_under_bf16_logits():
     want = kd_loss(s.float(), t, y, 3.3, 0.7)
     assert got["loss"].dtype == torch.float32
     assert torch.equal(got["loss"], want["loss"])
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothed_ce_against_the_smoothed_target_written_out(eps):
+    """Mueller et al. 2019's label-smoothed teacher: CE against (1 - eps) one-hot + eps / C."""
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(5, 4)), np.array([0, 3, 1, 1, 2])
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    target = (1 - eps) * np.eye(4)[y] + eps / 4
+    want = -(target * logp).sum(1).mean()
+    got = ce_loss(torch.tensor(z), torch.tensor(y), eps)["loss"].item()
+    assert got == pytest.approx(want, rel=1e-12)

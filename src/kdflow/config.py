@@ -235,6 +235,15 @@ def _check_pairs(c: dict) -> None:
                 )
             used[name] = key
         names = tuple(n for _, n in chain)
+        for key, name in chain[1:]:  # distilled models: their jobs train with a method's own CE
+            own = models[name].get("train", {}).get("label_smoothing")
+            if (own if own is not None else c["train"].get("label_smoothing", 0.0)) > 0:
+                where = f"models.{name}.train" if own is not None else "train"
+                raise ConfigError(
+                    f"config key '{where}.label_smoothing': model {name!r} is distilled (pairs[{i}].{key}) "
+                    "and label smoothing applies to training from labels only; set it on teachers, "
+                    "in their own `train:` block"
+                )
         if names in seen:
             raise ConfigError(
                 f"config key 'pairs[{i}]': the same pair as pairs[{seen[names]}] "

@@ -60,6 +60,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: pays on GPUs and long runs, not on small CPU jobs
     seed: int = 0
     device: str = "cpu"
+    label_smoothing: float = 0.0  # of the CE when training from labels (scratch_objective)
 
 
 # Part of every checkpoint's key: a checkpoint whose optimizer state has another layout (1: one
@@ -76,9 +77,9 @@ class DivergenceError(RuntimeError):
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
 
 
-def scratch_objective() -> Objective:
+def scratch_objective(label_smoothing: float = 0.0) -> Objective:
     def objective(model, x, y, idx, epoch):
-        return ce_loss(model(x), y)
+        return ce_loss(model(x), y, label_smoothing)
 
     return objective
 

@@ -16,8 +16,11 @@ import torch
 import torch.nn.functional as F
 
 
-def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(student_logits, labels)
+def ce_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy on the labels; with label smoothing e, against (1 - e) one-hot + e / C."""
+    ce = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     return {"loss": ce, "ce": ce}
 
 

@@ -193,7 +193,8 @@ def train(
     if teacher is None:
         torch.manual_seed(cfg.seed)
         model = build_model(spec, shape, n_cls)
-        objective, run_key = scratch_objective(), json.dumps([spec, info.method, data_hash])
+        objective = scratch_objective(cfg.label_smoothing)
+        run_key = json.dumps([spec, info.method, data_hash])
         method_params = {}
     else:
         t_meta, setup = distill_setup(spec, teacher, method, train_split)
