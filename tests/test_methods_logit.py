@@ -275,3 +275,57 @@ def test_parts_are_float32_scalars_whatever_the_logits_dtype(method):
     parts = method.loss(b, method.resolve(), None)
     for name, value in parts.items():
         assert value.dtype == torch.float32 and value.shape == (), name
+
+
+# ---------------------------------------------------------------- noisy teacher (Sau & Balasubramanian)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.8, 1.0])
+def test_noisy_teacher_touches_the_stated_fraction_and_is_seeded(fraction):
+    from kdflow.methods.noisy import perturb
+
+    t = torch.randn(40, 10) + 3
+    torch.manual_seed(11)
+    noisy, mask = perturb(t, fraction, 0.3)
+    assert int(mask.sum()) == round(fraction * 40)
+    assert torch.equal(noisy[~mask], t[~mask])  # the others are left exactly as they were
+    assert (noisy[mask] != t[mask]).all()
+    torch.manual_seed(11)  # the same draws: which samples, then the noise
+    chosen = torch.randperm(40)[: round(fraction * 40)]
+    xi = torch.randn(40, 10)
+    want = t.clone()
+    want[chosen] = t[chosen] * (1 + 0.3 * xi[chosen])  # multiplicative, as KD_Lib's add_noise
+    torch.testing.assert_close(noisy, want)
+    torch.manual_seed(11)
+    again, _ = perturb(t, fraction, 0.3)
+    assert torch.equal(again, noisy)  # seeded: a resumed job draws the same noise
+
+
+def test_noisy_teacher_loss_is_kd_on_the_perturbed_logits_by_hand():
+    from kdflow.methods.noisy import NoisyKD, perturb
+
+    method = NoisyKD()
+    hp = method.resolve({"temperature": 2.0, "alpha": 0.7, "noise_fraction": 0.5})
+    rng = np.random.default_rng(4)
+    s, t = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    y = np.array([0, 1, 2, 3, 0, 1])
+    b = Batch(torch.tensor(s), torch.tensor(t), torch.tensor(y), torch.arange(6))
+    torch.manual_seed(5)
+    got = method.loss(b, hp, None)["loss"].item()
+    torch.manual_seed(5)
+    tn = perturb(torch.tensor(t).float(), 0.5, hp["noise_std"])[0].double().numpy()
+
+    def log_softmax(z):
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+    ce = -log_softmax(s)[np.arange(6), y].mean()
+    p = np.exp(log_softmax(tn / 2))
+    kl = (p * (np.log(p) - log_softmax(s / 2))).sum(1).mean()
+    assert got == pytest.approx(0.3 * ce + 0.7 * 4 * kl, rel=1e-6)
+    torch.manual_seed(5)
+    plain = method.loss(b, {**hp, "noise_fraction": 0.0}, None)["loss"].item()
+    kd = (
+        0.3 * ce
+        + 0.7 * 4 * (np.exp(log_softmax(t / 2)) * (log_softmax(t / 2) - log_softmax(s / 2))).sum(1).mean()
+    )
+    assert plain == pytest.approx(kd, rel=1e-6)  # no sample touched: exactly kd

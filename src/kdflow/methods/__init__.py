@@ -21,6 +21,7 @@ from kdflow.methods.fitnets import FitNets
 from kdflow.methods.fsp import FSP
 from kdflow.methods.ft import FT
 from kdflow.methods.kd import KD
+from kdflow.methods.noisy import NoisyKD
 from kdflow.methods.nst import NST
 from kdflow.methods.pkt import PKT
 from kdflow.methods.rkd import RKD
@@ -32,6 +33,7 @@ METHODS: dict[str, Method] = {
     "kd": KD(),
     "dkd": DKD(),
     "dist": DIST(),
+    "noisy": NoisyKD(),  # the KD survey's noisy teacher
     # features and relations (RepDistiller's order)
     "fitnets": FitNets(),
     "at": AT(),
