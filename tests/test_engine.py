@@ -223,3 +223,32 @@ def test_a_compiling_fit_sets_inductors_determinism_as_torchs(small_splits):
     finally:
         torch.use_deterministic_algorithms(saved[0])
         inductor_config.deterministic = saved[1]
+
+
+def test_a_snapshot_is_the_weights_of_its_epoch_and_survives_a_resume(small_splits, tmp_path):
+    """An early-stopped teacher: the weights at the end of epoch 2 of a 6-epoch run (its schedule,
+    not a 2-epoch run's) are those a run killed right after epoch 2 had, and a job killed after
+    epoch 4 and resumed still returns them."""
+    train, val = small_splits
+    full = fit(new_model(), train, val, CFG, scratch_objective(), snapshots=[2, 5])
+    assert sorted(full.snapshots) == [2, 5]
+    stopped_at_2 = tmp_path / "stopped.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=stopped_at_2, callbacks=[StopAt(2)])
+    killed_weights = load_checkpoint(stopped_at_2)["model"]
+    assert killed_weights.keys() == full.snapshots[2].keys()
+    for k, v in killed_weights.items():
+        assert torch.equal(v, full.snapshots[2][k]), k
+    assert any(not torch.equal(full.snapshots[2][k], full.snapshots[5][k]) for k in killed_weights)
+
+    ckpt = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, callbacks=[StopAt(4)],
+            snapshots=[2, 5])  # fmt: skip
+    resumed = fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, snapshots=[2, 5])
+    for e in (2, 5):
+        for k, v in full.snapshots[e].items():
+            assert torch.equal(v, resumed.snapshots[e][k]), (e, k)
+    # a checkpoint of a run that kept other epochs is not resumed (it could lack them)
+    other = fit(new_model(), train, val, CFG, scratch_objective(), checkpoint=ckpt, snapshots=[3])
+    assert sorted(other.snapshots) == [3] and len(other.history) == CFG.epochs

@@ -41,3 +41,20 @@ def test_method_entries_are_names_or_rows_with_overrides():
         plan.MethodSpec("kd_ls", "kd", {"logit_std": True}),
     ]
     assert plan.method_by_name(c, "kd_ls").method == "kd"
+
+
+def test_snapshot_teachers_are_taken_from_their_models_training_not_trained_again():
+    models = {
+        **MODELS,
+        "t": {"family": "mlp", "hidden": [4], "train": {"epochs": 40}},
+        "t_e10": {"snapshot_of": "t", "epoch": 10},
+        "t_q": {"snapshot_of": "t", "fraction": 0.25},  # round(0.25 * 40)
+        "t_tiny": {"snapshot_of": "t", "fraction": 0.001},  # at least epoch 1
+    }
+    pairs = [{"teacher": "t_e10", "student": "s"}, {"teacher": "t_q", "student": "s"}]
+    c = check_config({"models": models, "pairs": pairs + [{"teacher": "t_tiny", "student": "s"}]})
+    assert plan.snapshots(c) == {"t_e10": ("t", 10), "t_q": ("t", 10), "t_tiny": ("t", 1)}
+    assert plan.snapshot_epochs(c, "t") == [1, 10] and plan.snapshot_epochs(c, "s") == []
+    assert plan.scratch_models(c) == ["t_e10", "s", "t_q", "t_tiny", "t"]  # t: trained, evaluated
+    assert plan.trained_models(c) == ["s", "t"]
+    assert plan.role(c, "t") == "teacher" and plan.architecture(c, "t_q") is models["t"]

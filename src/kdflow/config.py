@@ -139,6 +139,7 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
 
 
 def _check_semantics(c: dict) -> None:
+    _check_snapshots(c)
     _check_pairs(c)
     _check_methods(c)
     models = c["models"]
@@ -154,6 +155,8 @@ def _check_semantics(c: dict) -> None:
 
     rank = DATASET_RANK[c["dataset"]["name"]]
     for name, spec in models.items():
+        if "snapshot_of" in spec:
+            continue  # its model's spec is checked as that model
         family = spec["family"]
         family_rank, allowed = FAMILIES[family]
         for knob in spec:
@@ -213,6 +216,29 @@ def _check_transformer(name: str, spec: dict, dataset: str) -> None:
         )
 
 
+def _check_snapshots(c: dict) -> None:
+    """A snapshot names a model with a family, and one epoch within that model's training."""
+    models = c["models"]
+    for name, spec in models.items():
+        if "snapshot_of" not in spec:
+            continue
+        parent, key = spec["snapshot_of"], f"models.{name}"
+        trained = sorted(n for n, s in models.items() if "family" in s)
+        if parent not in models or "family" not in models[parent]:
+            raise ConfigError(
+                f"config key '{key}.snapshot_of': {parent!r} is not a model trained from its own "
+                f"spec; allowed: {', '.join(trained)}"
+            )
+        if ("epoch" in spec) == ("fraction" in spec):
+            raise ConfigError(f"config key '{key}': give exactly one of 'epoch' or 'fraction'")
+        total = plan.epochs(c, parent)
+        if spec.get("epoch", 0) > total:
+            raise ConfigError(
+                f"config key '{key}.epoch': {spec['epoch']} is beyond the {total} epochs {parent!r} "
+                f"trains for; allowed: 1 to {total}"
+            )
+
+
 def _check_pairs(c: dict) -> None:
     models = c["models"]
     defined = ", ".join(sorted(models))
@@ -235,6 +261,12 @@ def _check_pairs(c: dict) -> None:
                 )
             used[name] = key
         names = tuple(n for _, n in chain)
+        for key, name in chain[1:]:
+            if "snapshot_of" in models[name]:
+                raise ConfigError(
+                    f"config key 'pairs[{i}].{key}': {name!r} is a snapshot of another model's training "
+                    f"({models[name]['snapshot_of']!r}) and can only be a teacher; distil that model itself"
+                )
         for key, name in chain[1:]:  # distilled models: their jobs train with a method's own CE
             own = models[name].get("train", {}).get("label_smoothing")
             if (own if own is not None else c["train"].get("label_smoothing", 0.0)) > 0:
@@ -350,7 +382,7 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
             continue
         chain = [pair["teacher"], *pair.get("assistants", []), pair["student"]]
         for name in chain:
-            family = models[name]["family"]
+            family = plan.architecture(c, name)["family"]
             if info.features.startswith("map") and family in VECTOR_BLOCKS:
                 raise ConfigError(
                     f"config key '{key}': method {spec.method!r} needs spatial feature maps, and model "
@@ -358,13 +390,13 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                     f"families with maps: {', '.join(sorted(set(FAMILIES) - VECTOR_BLOCKS))}"
                 )
         if info.features == "map_same_channels":
-            _check_same_channels(key, spec.method, i, [models[n] for n in chain], chain)
+            _check_same_channels(key, spec.method, i, [plan.architecture(c, n) for n in chain], chain)
         if info.reshapes_student:
             _check_reshapable(key, spec, i, chain, models)
         for side, names in (("student_layer", chain[1:]), ("teacher_layer", chain[:-1])):
             layer = spec.params.get(side)
             for name in names if layer else ():
-                allowed = feature_names(models[name])
+                allowed = feature_names(plan.architecture(c, name))
                 if layer not in allowed:
                     raise ConfigError(
                         f"config key '{key}.params.{side}': model {name!r} has no feature {layer!r}; "

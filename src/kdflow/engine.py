@@ -116,6 +116,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
+    snapshots: dict = field(default_factory=dict)  # epoch -> state_dict, for the epochs fit was asked to keep
 
 
 @torch.inference_mode()
@@ -187,13 +188,15 @@ def fit(
     run_key: str = "",
     stage: str = "train",
     checkpoint_every_s: float = 0.0,
+    snapshots: Sequence[int] = (),
 ) -> FitResult:
     """Train `model`; return it with its best-validation weights. See the module docstring.
 
     `run_key` identifies the run (model spec, method, T, alpha...) beyond `cfg`; together they
     decide whether an existing checkpoint belongs to this run. `stage` names the job in errors.
     Without `val` (a method's pre-training stage, which trains no classifier) nothing is validated
-    and the weights of the last epoch are kept.
+    and the weights of the last epoch are kept. `snapshots`: epochs whose end-of-epoch weights are
+    kept as well (an early-stopped teacher), in the checkpoint too, so a resumed job still has them.
     """
     device = cfg.device
     on_cuda = torch.device(device).type == "cuda"
@@ -203,8 +206,10 @@ def fit(
     flat = FlatParameters(model)  # one optimizer step over one buffer, not one per tensor
     opt = make_flat_optimizer(flat.param, cfg)
     sched = make_flat_scheduler(opt, cfg)
-    key = fingerprint(asdict(cfg), run_key, STATE_FORMAT)
+    # A checkpoint resumes only a run that keeps the same snapshots (those before it are in it).
+    key = fingerprint(asdict(cfg), run_key, STATE_FORMAT, *([sorted(snapshots)] if snapshots else []))
     state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
+    state["snapshots"] = {}  # epoch -> the model's state_dict at that epoch's end
 
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint)
@@ -215,7 +220,7 @@ def fit(
             torch.set_rng_state(ck["rng"])
             if ck.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(ck["cuda_rng"], device)
-            state = {k: ck[k] for k in state}
+            state = {k: ck.get(k, state[k]) for k in state}  # "snapshots" is newer than format 3
 
     for cb in callbacks:
         cb.on_fit_start(state["epoch"], cfg.epochs)
@@ -261,6 +266,8 @@ def fit(
         if v is None or v["acc"] > state["best_val_acc"]:
             state.update(best_epoch=epoch, best_val_acc=v["acc"] if v else -1.0)
             state["best_state"] = copy.deepcopy(model.state_dict())
+        if epoch in snapshots:
+            state["snapshots"][epoch] = copy.deepcopy(model.state_dict())
         state["epoch"] = epoch
 
         if checkpoint is not None and (
@@ -284,7 +291,9 @@ def fit(
 
     model.load_state_dict(state["best_state"])
     model.eval()
-    result = FitResult(model, state["history"], state["best_epoch"], state["best_val_acc"])
+    result = FitResult(
+        model, state["history"], state["best_epoch"], state["best_val_acc"], state["snapshots"]
+    )
     for cb in callbacks:
         cb.on_fit_end(result)
     return result

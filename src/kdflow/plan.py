@@ -5,6 +5,7 @@ models each seed trains.
     methods(cfg)           # [MethodSpec(name="kd", method="kd", params={}, search={}), ...]
     lineages(cfg)          # every distilled model: "big__small", "big__mid", "big__mid__small"
     scratch_models(cfg)    # trained from labels: every pair's teacher and student
+    snapshots(cfg)         # early-stopped teachers: {"big_e20": ("big", 20)}
 
 A distilled model is named by its lineage, the chain of models it was distilled through
 ("big__mid__small": small distilled from mid, itself distilled from big), and the method used on
@@ -87,8 +88,45 @@ def lineages(cfg: dict, spec: MethodSpec | None = None) -> list[str]:
 
 
 def scratch_models(cfg: dict) -> list[str]:
-    """Models trained from labels: every pair's teacher, and its student (the scratch baseline)."""
-    return list(dict.fromkeys(n for p in pairs(cfg) for n in (p.chain[0], p.chain[-1])))
+    """Models trained from labels: every pair's teacher, and its student (the scratch baseline),
+    and the models that snapshot teachers are taken from. A snapshot is one of them (the `train/`
+    tree) though no job trains it: its model's job kept its weights (see `trained_models`)."""
+    names = [n for p in pairs(cfg) for n in (p.chain[0], p.chain[-1])]
+    return list(dict.fromkeys([*names, *(parent for parent, _ in snapshots(cfg).values())]))
+
+
+def trained_models(cfg: dict) -> list[str]:
+    """The scratch models a `train` job trains: all but the snapshots."""
+    taken = snapshots(cfg)
+    return [n for n in scratch_models(cfg) if n not in taken]
+
+
+def epochs(cfg: dict, model: str) -> int:
+    """The epochs a model trains for: the shared `train` settings under its own overrides."""
+    return {**cfg["train"], **cfg["models"][model].get("train", {})}["epochs"]
+
+
+def snapshots(cfg: dict) -> dict[str, tuple[str, int]]:
+    """Snapshot models, name -> (the model whose training it is taken from, the epoch): an
+    `epoch`, or round(fraction * that model's epochs), at least 1."""
+    out = {}
+    for name, spec in cfg["models"].items():
+        if "snapshot_of" in spec:
+            parent = spec["snapshot_of"]
+            epoch = spec.get("epoch") or max(1, round(spec.get("fraction", 1.0) * epochs(cfg, parent)))
+            out[name] = (parent, epoch)
+    return out
+
+
+def snapshot_epochs(cfg: dict, model: str) -> list[int]:
+    """The epochs whose weights `model`'s training job keeps for the snapshots taken from it."""
+    return sorted({e for parent, e in snapshots(cfg).values() if parent == model})
+
+
+def architecture(cfg: dict, model: str) -> dict:
+    """A model's spec ({family, knobs}): its own, or, for a snapshot, its model's."""
+    spec = cfg["models"][model]
+    return architecture(cfg, spec["snapshot_of"]) if "snapshot_of" in spec else spec
 
 
 def split(lineage: str) -> list[str]:
@@ -108,5 +146,6 @@ def role(cfg: dict, lineage: str) -> str:
     """teacher / student (of some pair) / assistant, by the model's place in the lineage."""
     chain = split(lineage)
     if len(chain) == 1:
-        return "teacher" if any(p.chain[0] == chain[0] for p in pairs(cfg)) else "student"
+        teachers = {p.chain[0] for p in pairs(cfg)} | {parent for parent, _ in snapshots(cfg).values()}
+        return "teacher" if chain[0] in teachers else "student"
     return "student" if any(p.lineage == lineage for p in pairs(cfg)) else "assistant"

@@ -57,6 +57,18 @@ wildcard_constraints:
     worker=r"\d+",
 
 
+def one_of(names):
+    """A wildcard pattern matching exactly these names (none: matching nothing)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def get_snapshot_source(wildcards):
+    """The training job of the model a snapshot teacher is taken from (it kept the weights)."""
+    parent, _ = plan.snapshots(config)[wildcards.model]
+    d = TRAIN_DIR.format(model=parent, seed=wildcards.seed)
+    return {"parent_model": f"{d}/model.pt", "parent_fit": f"{d}/fit.json"}
+
+
 def get_data_file():
     ds = config["dataset"]
     suffix = f"-seed{ds['seed']}" if ds["name"] == "mnist1d" else ""

@@ -10,6 +10,8 @@ rule train:
         f"{RESULTS}/logs/train/{{model}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{model}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        model=one_of(plan.trained_models(config)),
     conda:
         CONDA_ENV
     threads: 1
@@ -18,8 +20,29 @@ rule train:
     params:
         spec=lambda wc: config["models"][wc.model],
         settings=lambda wc: get_training_settings(wc.model),  # a rerun trigger; the script reads config
+        snapshots=lambda wc: plan.snapshot_epochs(config, wc.model),  # epochs kept for snapshot teachers
     script:
         "../scripts/train.py"
+
+
+rule snapshot:
+    input:
+        unpack(get_snapshot_source),
+        tracking=get_tracking_marker(),
+    output:
+        model=f"{TRAIN_DIR}/model.pt",
+        fit=f"{TRAIN_DIR}/fit.json",
+    log:
+        f"{RESULTS}/logs/snapshot/{{model}}/seed{{seed}}.log",
+    wildcard_constraints:
+        model=one_of(plan.snapshots(config)),
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        epoch=lambda wc: plan.snapshots(config)[wc.model][1],
+    script:
+        "../scripts/snapshot.py"
 
 
 rule pretrain:

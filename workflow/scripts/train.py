@@ -18,4 +18,5 @@ with job_log(sm.log[0], sm.threads):
         tracking=tracking_spec(sm.config),
         resolved_config=sm.config,
         checkpoint_every_s=checkpoint_every_s(),
+        snapshots=list(sm.params.snapshots),
     )

@@ -14,7 +14,9 @@ holds its MLflow run id, which is how a student's run names its teacher's run (l
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -180,10 +182,12 @@ def train(
     pretrained: Path | None = None,
     resolved_config: dict | None = None,
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    snapshots: Sequence[int] = (),
 ) -> dict:
     """Train one model from labels or, given `teacher` and `method`, distil it (starting from the
     method's `pretrained` stage, if it has one); write into out_dir: model.pt, history.parquet,
-    fit.json; checkpoint.pt is the resumable state (not an output)."""
+    fit.json; checkpoint.pt is the resumable state (not an output). `snapshots`: epochs whose
+    weights are kept too, as snapshot_epoch<k>.pt, listed in fit.json (early-stopped teachers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_split, val_split = data.load("train"), data.load("val")
     shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
@@ -229,6 +233,7 @@ def train(
             checkpoint_every_s=checkpoint_every_s,
             run_key=run_key,
             stage=name,
+            snapshots=snapshots,
         )
         fit_seconds = time.monotonic() - started  # the job's training, apart from its fixed costs
         best = setup.final_student(result.model, method.hp) if teacher is not None else result.model
@@ -251,6 +256,8 @@ def train(
             "hp": method.hp if method is not None else {},
             "fit_seconds": round(fit_seconds, 3),
         }
+        if snapshots:
+            meta["snapshots"] = _save_snapshots(result, spec, shape, n_cls, out_dir)
         write_json(out_dir / "fit.json", meta)
         run.set_tags({"model_sha256": model_sha})
         run.log_metrics({"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch})
@@ -304,6 +311,65 @@ def pretrain(
             stage=name,
         )
         save_checkpoint(out, {"distiller": d.cpu().state_dict(), "method": method.method})
+
+
+def _save_snapshots(result, spec: dict, shape, n_cls: int, out_dir: Path) -> dict:
+    """Each kept epoch's weights as a model file; {epoch: {file, model_sha256, val_acc}}."""
+    out = {}
+    for epoch, state in sorted(result.snapshots.items()):
+        model = build_model(spec, shape, n_cls)
+        model.load_state_dict(state)
+        file = f"snapshot_epoch{epoch}.pt"
+        sha = save_model(out_dir / file, model, spec, shape, n_cls)
+        out[str(epoch)] = {"file": file, "model_sha256": sha, "val_acc": result.history[epoch - 1]["val_acc"]}
+    return out
+
+
+def snapshot(
+    *, parent_fit: Path, epoch: int, info: JobInfo, out_dir: Path, tracking: trk.TrackingSpec
+) -> dict:
+    """An early-stopped teacher: the weights its model's training job kept at `epoch`, as a model
+    of its own (model.pt, fit.json), with its own MLflow run that names the training run it is from."""
+    parent = read_json(parent_fit)
+    kept = parent.get("snapshots", {}).get(str(epoch))
+    if kept is None:
+        raise CorruptFileError(
+            f"{parent_fit} lists no snapshot of epoch {epoch} (it has "
+            f"{sorted(parent.get('snapshots', {}))}); delete that model's outputs and rerun: its "
+            "training keeps the epochs the config asks for"
+        )
+    source = Path(parent_fit).parent / kept["file"]
+    model = load_model(source, kept["model_sha256"])  # verifies the file against the recorded sha256
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = parent["spec"]
+    tags = {**info.tags(), "snapshot_of_run_id": parent.get("mlflow_run_id") or "none"}
+    params = {"snapshot_of": parent["model"], "epoch": epoch, "model_spec": json.dumps(spec)}
+    name = f"{info.rule}/{info.model}/seed{info.seed}"
+    with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
+        with atomic_write(out_dir / "model.pt") as tmp:
+            shutil.copyfile(source, tmp)
+        meta = {
+            "model": info.model,
+            "role": info.role,
+            "method": info.method,
+            "lineage": info.model,
+            "seed": info.seed,
+            "edge": "",
+            "spec": spec,
+            "num_params": count_parameters(model),
+            "best_epoch": epoch,
+            "best_val_acc": kept["val_acc"],
+            "model_sha256": kept["model_sha256"],
+            "mlflow_run_id": run.run_id,
+            "teacher_run_id": "none",
+            "hp": {},
+            "snapshot_of": parent["model"],
+        }
+        write_json(out_dir / "fit.json", meta)
+        run.log_metrics({"best_val_acc": kept["val_acc"], "best_epoch": epoch})
+        for f in ("model.pt", "fit.json"):
+            run.log_artifact(out_dir / f)
+    return meta
 
 
 def _write_history(history: list[dict], path: Path) -> None:
