@@ -56,5 +56,5 @@ def test_snapshot_teachers_are_taken_from_their_models_training_not_trained_agai
     assert plan.snapshots(c) == {"t_e10": ("t", 10), "t_q": ("t", 10), "t_tiny": ("t", 1)}
     assert plan.snapshot_epochs(c, "t") == [1, 10] and plan.snapshot_epochs(c, "s") == []
     assert plan.scratch_models(c) == ["t_e10", "s", "t_q", "t_tiny", "t"]  # t: trained, evaluated
-    assert plan.trained_models(c) == ["s", "t"]
+    assert plan.trained_models(c) == ["t", "s", "a1", "a2", "a3", "t2"]  # every model with a family
     assert plan.role(c, "t") == "teacher" and plan.architecture(c, "t_q") is models["t"]

@@ -140,6 +140,7 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
 
 def _check_semantics(c: dict) -> None:
     _check_snapshots(c)
+    _check_ensembles(c)
     _check_pairs(c)
     _check_methods(c)
     models = c["models"]
@@ -155,8 +156,8 @@ def _check_semantics(c: dict) -> None:
 
     rank = DATASET_RANK[c["dataset"]["name"]]
     for name, spec in models.items():
-        if "snapshot_of" in spec:
-            continue  # its model's spec is checked as that model
+        if "snapshot_of" in spec or "ensemble" in spec:
+            continue  # made of other models, checked as those
         family = spec["family"]
         family_rank, allowed = FAMILIES[family]
         for knob in spec:
@@ -239,6 +240,28 @@ def _check_snapshots(c: dict) -> None:
             )
 
 
+def _check_ensembles(c: dict) -> None:
+    """An ensemble's members are trained models (or snapshots), two or more in all."""
+    models = c["models"]
+    single = sorted(n for n, s in models.items() if "ensemble" not in s)
+    for name, spec in models.items():
+        if "ensemble" not in spec:
+            continue
+        key = f"models.{name}"
+        for j, member in enumerate(spec["ensemble"]):
+            if member not in single:
+                raise ConfigError(
+                    f"config key '{key}.ensemble[{j}]': {member!r} is not a trained model or a snapshot; "
+                    f"allowed: {', '.join(single)}"
+                )
+        n = len(spec["ensemble"]) * len(spec.get("seeds") or [0])
+        if n < 2:
+            raise ConfigError(
+                f"config key '{key}': an ensemble of one ({spec['ensemble'][0]!r} at one seed); give two "
+                "or more models in `ensemble`, or several `seeds` of one"
+            )
+
+
 def _check_pairs(c: dict) -> None:
     models = c["models"]
     defined = ", ".join(sorted(models))
@@ -262,10 +285,15 @@ def _check_pairs(c: dict) -> None:
             used[name] = key
         names = tuple(n for _, n in chain)
         for key, name in chain[1:]:
-            if "snapshot_of" in models[name]:
+            if "snapshot_of" in models[name] or "ensemble" in models[name]:
+                kind = (
+                    "a snapshot of another model's training"
+                    if "snapshot_of" in models[name]
+                    else "an ensemble"
+                )
                 raise ConfigError(
-                    f"config key 'pairs[{i}].{key}': {name!r} is a snapshot of another model's training "
-                    f"({models[name]['snapshot_of']!r}) and can only be a teacher; distil that model itself"
+                    f"config key 'pairs[{i}].{key}': {name!r} is {kind} and can only be a teacher; "
+                    "distil a model with a family"
                 )
         for key, name in chain[1:]:  # distilled models: their jobs train with a method's own CE
             own = models[name].get("train", {}).get("label_smoothing")
@@ -382,7 +410,15 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
             continue
         chain = [pair["teacher"], *pair.get("assistants", []), pair["student"]]
         for name in chain:
-            family = plan.architecture(c, name)["family"]
+            arch = plan.architecture(c, name)
+            if arch is None or models[name].get("combine") == "oracle":
+                why = "an oracle chooses logits only" if arch else "members of different architectures"
+                raise ConfigError(
+                    f"config key '{key}': method {spec.method!r} reads features, and teacher {name!r} of "
+                    f"pairs[{i}] is an ensemble that gives logits only ({why}); use a logit method "
+                    "(kd, dkd, dist, noisy) or members of one architecture averaged by prob or logit"
+                )
+            family = arch["family"]
             if info.features.startswith("map") and family in VECTOR_BLOCKS:
                 raise ConfigError(
                     f"config key '{key}': method {spec.method!r} needs spatial feature maps, and model "

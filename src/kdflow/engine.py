@@ -120,17 +120,28 @@ class FitResult:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits in eval mode, without gradients, batched to bound memory."""
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 4096
+) -> torch.Tensor:
+    """Logits in eval mode, without gradients, batched to bound memory. `y`: the labels, which a
+    model with `needs_labels` (an oracle ensemble, kdflow.models.ensemble) reads; others ignore them."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    if getattr(model, "needs_labels", False):
+        if y is None:
+            raise ValueError(f"{type(model).__name__} chooses by the true label: its logits need y")
+        parts = [
+            model.oracle_logits(x[i : i + batch_size], y[i : i + batch_size])
+            for i in range(0, len(x), batch_size)
+        ]
+    else:
+        parts = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return out
+    return torch.cat(parts)
 
 
 def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
-    logits = predict_logits(model, split.x)
+    logits = predict_logits(model, split.x, split.y)
     return {
         "acc": (logits.argmax(1) == split.y).float().mean().item(),
         "loss": F.cross_entropy(logits, split.y).item(),

@@ -92,13 +92,15 @@ def scratch_models(cfg: dict) -> list[str]:
     and the models that snapshot teachers are taken from. A snapshot is one of them (the `train/`
     tree) though no job trains it: its model's job kept its weights (see `trained_models`)."""
     names = [n for p in pairs(cfg) for n in (p.chain[0], p.chain[-1])]
-    return list(dict.fromkeys([*names, *(parent for parent, _ in snapshots(cfg).values())]))
+    names += [m for e in ensembles(cfg) if e in names for m in cfg["models"][e]["ensemble"]]
+    names += [parent for name, (parent, _) in snapshots(cfg).items() if name in names]
+    return list(dict.fromkeys(names))
 
 
 def trained_models(cfg: dict) -> list[str]:
-    """The scratch models a `train` job trains: all but the snapshots."""
-    taken = snapshots(cfg)
-    return [n for n in scratch_models(cfg) if n not in taken]
+    """The models a `train` job trains: every one with a family (snapshots and ensembles are
+    assembled from them). Not only those of this experiment's pairs: Snakemake asks for what it needs."""
+    return [n for n, spec in cfg["models"].items() if "family" in spec]
 
 
 def epochs(cfg: dict, model: str) -> int:
@@ -123,10 +125,29 @@ def snapshot_epochs(cfg: dict, model: str) -> list[int]:
     return sorted({e for parent, e in snapshots(cfg).values() if parent == model})
 
 
-def architecture(cfg: dict, model: str) -> dict:
-    """A model's spec ({family, knobs}): its own, or, for a snapshot, its model's."""
+def ensembles(cfg: dict) -> list[str]:
+    """The models that are ensembles of others."""
+    return [name for name, spec in cfg["models"].items() if "ensemble" in spec]
+
+
+def members(cfg: dict, ensemble: str, seed: int) -> list[tuple[str, int]]:
+    """An ensemble's members for a job of `seed`: (model, seed), each model at each of the
+    ensemble's `seeds`, or at `seed` when it names none."""
+    spec = cfg["models"][ensemble]
+    return [(m, s) for m in spec["ensemble"] for s in spec.get("seeds") or [int(seed)]]
+
+
+def architecture(cfg: dict, model: str) -> dict | None:
+    """A model's spec ({family, knobs}): its own; a snapshot's model's; an ensemble's members' when
+    they share one (they then give features), else None (logits only)."""
     spec = cfg["models"][model]
-    return architecture(cfg, spec["snapshot_of"]) if "snapshot_of" in spec else spec
+    if "snapshot_of" in spec:
+        return architecture(cfg, spec["snapshot_of"])
+    if "ensemble" in spec:
+        archs = [architecture(cfg, m) for m in spec["ensemble"]]
+        strip = [None if a is None else {k: v for k, v in a.items() if k != "train"} for a in archs]
+        return archs[0] if all(a is not None and a == strip[0] for a in strip) else None
+    return spec
 
 
 def split(lineage: str) -> list[str]:
@@ -147,5 +168,6 @@ def role(cfg: dict, lineage: str) -> str:
     chain = split(lineage)
     if len(chain) == 1:
         teachers = {p.chain[0] for p in pairs(cfg)} | {parent for parent, _ in snapshots(cfg).values()}
+        teachers |= {m for e in ensembles(cfg) for m in cfg["models"][e]["ensemble"]}
         return "teacher" if chain[0] in teachers else "student"
     return "student" if any(p.lineage == lineage for p in pairs(cfg)) else "assistant"

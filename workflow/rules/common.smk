@@ -69,6 +69,18 @@ def get_snapshot_source(wildcards):
     return {"parent_model": f"{d}/model.pt", "parent_fit": f"{d}/fit.json"}
 
 
+def get_ensemble_members(wildcards):
+    """An ensemble teacher's members: each one's model and metadata, in the ensemble's order."""
+    dirs = [
+        TRAIN_DIR.format(model=m, seed=s)
+        for m, s in plan.members(config, wildcards.model, wildcards.seed)
+    ]
+    return {
+        "models": [f"{d}/model.pt" for d in dirs],
+        "fits": [f"{d}/fit.json" for d in dirs],
+    }
+
+
 def get_data_file():
     ds = config["dataset"]
     suffix = f"-seed{ds['seed']}" if ds["name"] == "mnist1d" else ""

@@ -25,6 +25,28 @@ rule train:
         "../scripts/train.py"
 
 
+rule ensemble:
+    input:
+        unpack(get_ensemble_members),
+        data=get_data_file(),
+        tracking=get_tracking_marker(),
+    output:
+        model=f"{TRAIN_DIR}/model.pt",
+        fit=f"{TRAIN_DIR}/fit.json",
+    log:
+        f"{RESULTS}/logs/ensemble/{{model}}/seed{{seed}}.log",
+    wildcard_constraints:
+        model=one_of(plan.ensembles(config)),
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        combine=lambda wc: config["models"][wc.model].get("combine", "prob"),
+        members=lambda wc: plan.members(config, wc.model, wc.seed),  # a rerun trigger
+    script:
+        "../scripts/ensemble.py"
+
+
 rule snapshot:
     input:
         unpack(get_snapshot_source),

@@ -28,6 +28,7 @@ from torch import nn
 
 from kdflow.models.base import Classifier
 from kdflow.models.cnn import CNN1D, CNN2D
+from kdflow.models.ensemble import Ensemble
 from kdflow.models.mlp import MLP
 from kdflow.models.resnet import ResNet
 from kdflow.models.transformer import Transformer1D, ViT
@@ -40,6 +41,7 @@ MODELS = {
     "resnet": ResNet,
     "transformer1d": Transformer1D,
     "vit": ViT,
+    "ensemble": Ensemble,  # assembled from trained members by the pipeline, not declared by family
 }
 
 

@@ -37,6 +37,7 @@ from kdflow.checkpoint import (
 )
 from kdflow.distillation import DistillSetup
 from kdflow.engine import TrainConfig, fingerprint, fit, predict_logits, scratch_objective
+from kdflow.engine import evaluate as evaluate_split
 from kdflow.methods import METHODS
 from kdflow.metrics import agreement, expected_calibration_error, throughput
 from kdflow.models import build_model, count_parameters
@@ -372,6 +373,66 @@ def snapshot(
     return meta
 
 
+def ensemble(
+    *,
+    data: DataRef,
+    member_models: list[Path],
+    member_fits: list[Path],
+    combine: str,
+    info: JobInfo,
+    out_dir: Path,
+    tracking: trk.TrackingSpec,
+) -> dict:
+    """A teacher that is several trained models (kdflow.models.ensemble): their weights in one
+    model file, its validation accuracy, and an MLflow run that names its members' runs."""
+    metas = [read_json(f) for f in member_fits]
+    trained = [load_model(m, meta["model_sha256"]) for m, meta in zip(member_models, metas)]
+    val = data.load("val")
+    shape, n_cls = datamod.input_shape(val), datamod.num_classes(val)
+    spec = {"family": "ensemble", "members": [m["spec"] for m in metas], "combine": combine}
+    model = build_model(spec, shape, n_cls)
+    for slot, member in zip(model.members, trained):
+        slot.load_state_dict(member.state_dict())
+    val_acc = evaluate_split(model.eval(), val)["acc"]  # an oracle reads the validation labels
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listed = [
+        {
+            "model": m["model"],
+            "seed": m["seed"],
+            "model_sha256": m["model_sha256"],
+            "mlflow_run_id": m.get("mlflow_run_id"),
+        }
+        for m in metas
+    ]
+    tags = {**info.tags(), "member_run_ids": ",".join(str(m["mlflow_run_id"]) for m in listed)}
+    params = {"combine": combine, "members": json.dumps([[m["model"], m["seed"]] for m in listed])}
+    name = f"{info.rule}/{info.model}/seed{info.seed}"
+    with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
+        sha = save_model(out_dir / "model.pt", model, spec, shape, n_cls)
+        meta = {
+            "model": info.model,
+            "role": info.role,
+            "method": info.method,
+            "lineage": info.model,
+            "seed": info.seed,
+            "edge": "",
+            "spec": spec,
+            "num_params": count_parameters(model),
+            "best_epoch": 0,
+            "best_val_acc": val_acc,
+            "model_sha256": sha,
+            "mlflow_run_id": run.run_id,
+            "teacher_run_id": "none",
+            "hp": {},
+            "members": listed,
+        }
+        write_json(out_dir / "fit.json", meta)
+        run.log_metrics({"best_val_acc": val_acc})
+        for f in ("model.pt", "fit.json"):
+            run.log_artifact(out_dir / f)
+    return meta
+
+
 def _write_history(history: list[dict], path: Path) -> None:
     with atomic_write(path) as tmp:
         pd.DataFrame(history).to_parquet(tmp, index=False)
@@ -381,11 +442,12 @@ def cache_logits(*, data: DataRef, model_file: Path, fit_json: Path, out: Path) 
     """Teacher logits on the train and val splits, keyed by the teacher checkpoint's sha256."""
     meta = read_json(fit_json)
     model = load_model(model_file, meta["model_sha256"])
+    train, val = data.load("train"), data.load("val")  # labels: an oracle ensemble reads them
     save_checkpoint(
         out,
         {
-            "train": predict_logits(model, data.load("train").x),  # (N_train, C)
-            "val": predict_logits(model, data.load("val").x),  # (N_val, C)
+            "train": predict_logits(model, train.x, train.y),  # (N_train, C)
+            "val": predict_logits(model, val.x, val.y),  # (N_val, C)
             "teacher_sha256": meta["model_sha256"],
         },
     )
@@ -405,18 +467,19 @@ def evaluate(
     meta = read_json(fit_json)
     model = load_model(model_file, meta["model_sha256"])
     test = data.load("test")
-    logits = predict_logits(model, test.x)
+    logits = predict_logits(model, test.x, test.y)  # an oracle ensemble reads the labels
     probs = logits.softmax(1)
     metrics = {
         "test_acc": (logits.argmax(1) == test.y).float().mean().item(),
         "test_nll": F.cross_entropy(logits, test.y).item(),
         "test_ece": expected_calibration_error(probs, test.y),
         "num_params": count_parameters(model),
-        "throughput": throughput(model, test.x),
+        # an oracle ensemble cannot run without the labels: it has no deployable throughput
+        "throughput": float("nan") if getattr(model, "needs_labels", False) else throughput(model, test.x),
     }
     if teacher_model is not None:
         t_meta = read_json(teacher_fit_json)
-        t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test.x)
+        t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test.x, test.y)
         metrics["teacher_agreement"] = agreement(logits, t_logits)
     row = {**{k: meta.get(k) for k in _ROW_KEYS}, **meta.get("hp", {}), **metrics}
     write_json(out, row)
