@@ -107,7 +107,7 @@ def test_the_saved_student_is_exactly_a_scratch_model(name, teacher, small_split
     assert type(student) is type(scratch)
 
 
-@pytest.mark.parametrize("name", ["crd", "fitnets", "vid", "diffrep"])
+@pytest.mark.parametrize("name", ["crd", "fitnets", "vid", "diffrep", "dml"])
 def test_a_killed_distillation_resumes_exactly_modules_and_memory_bank_included(
     name, teacher, small_splits, tmp_path
 ):

@@ -141,3 +141,55 @@ def test_teacher_variants_run_end_to_end(tmp_path):
     assert runs["snapshot", "teacher_half"].data.tags["snapshot_of_run_id"] == teacher["mlflow_run_id"]
     member_runs = runs["ensemble", "seeds3"].data.tags["member_run_ids"].split(",")
     assert member_runs == [m["mlflow_run_id"] for m in ens["members"]]
+
+
+# ---------------------------------------------------------------- deep mutual learning
+
+
+def test_mutual_learning_losses_by_hand():
+    from kdflow.methods.dml import mutual_losses
+
+    rng = np.random.default_rng(1)
+    z = [rng.normal(size=(5, 4)) for _ in range(3)]
+    y = np.array([0, 1, 2, 3, 0])
+    got = mutual_losses([torch.tensor(a) for a in z], torch.tensor(y))
+    p = [np.exp(log_softmax(a)) for a in z]
+    for k in range(3):
+        ce = -log_softmax(z[k])[np.arange(5), y].mean()
+        kl = np.mean([(p[j] * (np.log(p[j]) - np.log(p[k]))).sum(1).mean() for j in range(3) if j != k])
+        assert got[k]["ce"].item() == pytest.approx(ce, rel=1e-6)
+        assert got[k]["kl"].item() == pytest.approx(kl, rel=1e-5)
+
+
+def test_each_network_of_a_cohort_learns_from_its_peers_fixed_predictions(small_splits):
+    """The gradient reaching network k is that of its own CE + KL(p_peer || p_k) with the peer's
+    prediction a constant; the saved student is network 1 and the teacher is never read."""
+    from kdflow.distillation import DistillSetup
+    from kdflow.methods import METHODS
+
+    train, _ = small_splits
+    method = METHODS["dml"]
+    hp = method.resolve()
+    logits = torch.full((len(train), 10), float("nan"))  # a teacher it must not read
+    setup = DistillSetup.build(method, hp, MEMBER, (40,), 10, None, train.x, logits)
+    d = setup.distiller(hp, 0, len(train))
+    assert len(d.extra["peers"]) == 1
+    x, y, idx = train.x[:16], train.y[:16], torch.arange(16)
+    parts = setup.objective(hp)(d, x, y, idx, 1)
+    assert torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    got = {n: p.grad.clone() for n, p in d.student.named_parameters()}
+    peer = d.extra["peers"][0]
+    for m in (d.student, peer):
+        m.zero_grad()
+    with torch.no_grad():
+        target = peer(x).log_softmax(-1)
+    z = d.student(x)
+    own = torch.nn.functional.cross_entropy(z, y) + torch.nn.functional.kl_div(
+        z.log_softmax(-1), target, log_target=True, reduction="batchmean"
+    )
+    own.backward()
+    for n, p in d.student.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, msg=n)
+    student = setup.final_student(d, hp)
+    assert count_parameters(student) == count_parameters(build_model(MEMBER, (40,), 10))

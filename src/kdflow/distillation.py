@@ -121,7 +121,11 @@ class DistillSetup:
         self.method.prepare_student(student, self.s_layers, hp)
         shapes = feature_shapes(student, self.input_shape)
         s_shapes = {n: shapes[n] for n in self.s_layers}
-        info = ModuleInfo(num_classes=self.num_classes, n_train=n_train)
+
+        def new_student() -> nn.Module:
+            return build_model(self.spec, self.input_shape, self.num_classes)
+
+        info = ModuleInfo(num_classes=self.num_classes, n_train=n_train, new_student=new_student)
         d = Distiller(student, self.method.modules(s_shapes, self.t_shapes, info, hp))
         if pretrained is not None:
             d.load_state_dict(pretrained)
@@ -155,7 +159,7 @@ class DistillSetup:
             else:
                 s_logits, feats = d.student.forward_features(x)
                 s_feats = {n: feats[n] for n in s_layers} | method.student_features(d.student)
-            b = Batch(s_logits, t_logits, y, idx, s_feats, t_feats, epoch)
+            b = Batch(s_logits, t_logits, y, idx, s_feats, t_feats, epoch, x)
             loss = method.loss if pretrain_of is None else method.pretrain_loss
             return loss(b, hp, d.extra)
 

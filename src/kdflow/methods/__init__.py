@@ -17,6 +17,7 @@ from kdflow.methods.diffkd import DiffKD
 from kdflow.methods.diffrep import DiffRep
 from kdflow.methods.dist import DIST
 from kdflow.methods.dkd import DKD
+from kdflow.methods.dml import DML
 from kdflow.methods.fitnets import FitNets
 from kdflow.methods.fsp import FSP
 from kdflow.methods.ft import FT
@@ -34,6 +35,7 @@ METHODS: dict[str, Method] = {
     "dkd": DKD(),
     "dist": DIST(),
     "noisy": NoisyKD(),  # the KD survey's noisy teacher
+    "dml": DML(),  # no teacher: a cohort of students
     # features and relations (RepDistiller's order)
     "fitnets": FitNets(),
     "at": AT(),

@@ -24,6 +24,7 @@ its output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -56,6 +57,9 @@ class ModuleInfo:
 
     num_classes: int
     n_train: int  # size of the training split (CRD's memory bank has one slot per sample)
+    new_student: Callable[[], nn.Module] | None = (
+        None  # a fresh student of the same architecture (DML's peers)
+    )
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Batch:
     s_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     t_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     epoch: int = 1  # 1-based; DKD's warm-up reads it
+    x: torch.Tensor | None = None  # the batch's inputs, for modules that run on them (DML's peers)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ MODELS = {
     "vit": ViT,
     "ensemble": Ensemble,  # assembled from trained members by the pipeline, not declared by family
 }
+ASSEMBLED = {"ensemble"}  # families a config does not name (kdflow.registry.FAMILIES leaves them out)
 
 
 def build_model(spec: dict, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
