@@ -230,3 +230,40 @@ def test_the_methods_section_names_each_rows_source_and_what_a_reconstruction_ch
     assert "| diffrep8 | diffrep | Yao et al., AAAI 2024" in text and "| branches=8 |" in text
     assert text.count("is a reconstruction.") == 1  # diffrep's note, once; kd is from its authors' code
     assert "not built" in text.split("**diffrep is a reconstruction.**")[1]
+
+
+def test_a_capacity_gap_sweep_orders_teachers_by_size_with_their_students_by_hand():
+    rows = pd.DataFrame(
+        [
+            {"model": m, "method": "scratch", "lineage": m, "seed": s, "test_acc": a, "num_params": p}
+            for m, p, accs in [("big", 900, [0.9, 0.8]), ("small", 100, [0.6, 0.7]), ("s", 10, [0.3, 0.5])]
+            for s, a in enumerate(accs)
+        ]
+        + [
+            {"model": "s", "method": "kd", "lineage": f"{t}__s", "seed": s, "test_acc": a, "num_params": 10}
+            for t, accs in [("big", [0.4, 0.6]), ("small", [0.5, 0.6])]
+            for s, a in enumerate(accs)
+        ]
+    )
+    table = report.sweep_table(rows, "s", ["big", "small"], ["kd"])
+    assert list(table.teacher) == ["small", "big"]  # by parameter count, not the order given
+    assert list(table.params) == [100, 900]
+    assert table.kd_mean.tolist() == pytest.approx([0.55, 0.5])
+    assert table.kd_std.tolist() == pytest.approx([stdev([0.5, 0.6]), stdev([0.4, 0.6])])
+    assert table.teacher_mean.tolist() == pytest.approx([0.65, 0.85])
+    assert table.attrs["scratch"] == pytest.approx((0.4, stdev([0.3, 0.5])))
+    text = report.sweep_markdown(table, "s", ["kd"])
+    assert "| small | 100 | 65.00 ± 7.07 | 55.00 ± 7.07 |" in text and "40.00 ± 14.14" in text
+
+
+def test_sweeps_add_their_pairs_once_and_name_an_undefined_model():
+    from kdflow.config import ConfigError, check_config
+
+    models = {n: {"family": "mlp", "hidden": [4]} for n in ("t1", "t2", "t3", "s")}
+    c = check_config({"models": models, "sweeps": [{"student": "s", "teachers": ["t1", "t2", "t3"]}]})
+    assert [(p["teacher"], p["student"]) for p in c["pairs"]] == [("t1", "s"), ("t2", "s"), ("t3", "s")]
+    declared = {"models": models, "pairs": [{"teacher": "t2", "student": "s"}]}
+    c = check_config({**declared, "sweeps": [{"student": "s", "teachers": ["t1", "t2"]}]})
+    assert [p["teacher"] for p in c["pairs"]] == ["t2", "t1"]  # t2 -> s was declared: not twice
+    with pytest.raises(ConfigError, match=r"config key 'sweeps\[0\].teachers\[1\]': model 't9'"):
+        check_config({"models": models, "sweeps": [{"student": "s", "teachers": ["t1", "t9"]}]})

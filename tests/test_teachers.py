@@ -108,6 +108,7 @@ def test_teacher_variants_run_end_to_end(tmp_path):
             {"teacher": t, "student": "student"}
             for t in ("teacher", "teacher_half", "teacher_ls", "seeds3", "oracle")
         ],
+        "sweeps": [{"student": "student", "teachers": ["teacher", "teacher_half", "seeds3"]}],  # all declared
         "methods": ["kd", {"method": "noisy", "pairs": [0]}, {"method": "fitnets", "pairs": [3]}],
         "seeds": [0],
         "train": {"epochs": 2},
@@ -115,6 +116,9 @@ def test_teacher_variants_run_end_to_end(tmp_path):
     }
     ok(snakemake(tmp_path, config, "--cores", "2"))
     results = tmp_path / "results" / "teachers"
+    report = (results / "report.md").read_text()
+    assert "## Capacity gap" in report and "| teacher_half |" in report.split("## Capacity gap")[1]
+    assert (results / "plots" / "capacity_gap_0_student.png").read_bytes().startswith(b"\x89PNG")
     rows = pd.read_parquet(results / "summary.parquet")
     lineages = {f"{t}__student" for t in ("teacher", "teacher_half", "teacher_ls", "seeds3", "oracle")}
     assert set(rows[rows.method == "kd"].lineage) == lineages

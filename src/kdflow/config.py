@@ -133,9 +133,30 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError(redact(_message(errors[0], schema)))  # it may quote a URI with a password
+    if config.get("sweeps") and "pairs" not in config:
+        config["pairs"] = []  # the sweeps are the pairs, not the default ones
     fill_defaults(config, schema)
+    _expand_sweeps(config)
     _check_semantics(config)
     return config
+
+
+def _expand_sweeps(c: dict) -> None:
+    """Each sweep's {teacher, student} pairs, appended to `pairs` where not already there."""
+    models = c["models"]
+    for i, sweep in enumerate(c["sweeps"]):
+        for key, name in [("student", sweep["student"])] + [
+            (f"teachers[{j}]", t) for j, t in enumerate(sweep["teachers"])
+        ]:
+            if name not in models:
+                raise ConfigError(
+                    f"config key 'sweeps[{i}].{key}': model {name!r} is not defined under 'models' "
+                    f"(defined: {', '.join(sorted(models))})"
+                )
+        declared = [(p["teacher"], *p.get("assistants", []), p["student"]) for p in c["pairs"]]
+        for t in sweep["teachers"]:
+            if (t, sweep["student"]) not in declared:
+                c["pairs"].append({"teacher": t, "student": sweep["student"]})
 
 
 def _check_semantics(c: dict) -> None:

@@ -20,6 +20,10 @@ rule report:
             caption="../report/tuning.rst",
             category="Tuning",
         ),
+        sweeps=[
+            f"{RESULTS}/plots/capacity_gap_{i}_{s['student']}.png"
+            for i, s in enumerate(config["sweeps"])
+        ],
     log:
         f"{RESULTS}/logs/report.log",
     conda:

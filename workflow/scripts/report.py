@@ -20,4 +20,6 @@ with job_log(sm.log[0]):
         experiment=sm.config["experiment"],
         tracking=tracking_spec(sm.config),
         method_rows=method_rows(sm.config),
+        sweeps=sm.config["sweeps"],
+        sweep_plots=[Path(p) for p in sm.output.sweeps],
     )

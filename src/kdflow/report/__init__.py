@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdflow.atomic import atomic_write
-from kdflow.report.plots import plot_accuracy, plot_deltas, plot_tuning
+from kdflow.report.plots import plot_accuracy, plot_deltas, plot_sweep, plot_tuning
 from kdflow.report.tables import (
     BASELINE,
     METRICS,
@@ -37,6 +37,8 @@ from kdflow.report.tables import (
     paired_deltas,
     parquet_safe,
     summarize,
+    sweep_markdown,
+    sweep_table,
     t_cdf_two_sided,
     t_quantile,
     tuned_columns,
@@ -58,6 +60,9 @@ __all__ = [
     "load_trials",
     "methods_markdown",
     "metrics_markdown",
+    "plot_sweep",
+    "sweep_markdown",
+    "sweep_table",
     "model_summary",
     "pair_label",
     "paired_deltas",
@@ -88,6 +93,8 @@ def write_report(
     experiment: str,
     tracking: TrackingSpec,
     method_rows: list[dict] = (),
+    sweeps: list[dict] = (),
+    sweep_plots: list[Path] = (),
 ) -> pd.DataFrame:
     """The report; `method_rows` (kdflow.pipeline.smk.method_rows) says where each method row comes from."""
     rows = load_rows(metric_files)
@@ -100,6 +107,16 @@ def write_report(
     plot_accuracy(model_summary(rows), methods, accuracy_plot)
     plot_deltas(deltas, pairs, deltas_plot)
     plot_tuning(trials, tuning_plot)
+    sweep_text = []
+    for sweep, plot in zip(sweeps, sweep_plots, strict=True):
+        sweep_rows = sweep_table(rows, sweep["student"], list(sweep["teachers"]), methods)
+        # a row restricted to one pair (dml, which reads no teacher) has no curve to draw
+        curves = [m for m in methods if (sweep_rows[f"{m}_n"] > 0).sum() >= 2]
+        plot_sweep(sweep_rows, sweep["student"], curves, plot)
+        sweep_text += [
+            sweep_markdown(sweep_rows, sweep["student"], curves),
+            f"![capacity gap of {sweep['student']}]({plot.relative_to(markdown.parent)})",
+        ]
     if deltas.empty:
         delta_text = [
             f"No paired differences: `{BASELINE}`, the method the others are compared with, is not "
@@ -121,6 +138,7 @@ def write_report(
             "selected (best epoch) and tuned on the validation split only.",
             accuracy_markdown(table, pairs, methods, n_seeds),
             *(["## Methods", methods_markdown(list(method_rows))] if method_rows else []),
+            *(["## Capacity gap", *sweep_text] if sweep_text else []),
             f"## Difference from {BASELINE}",
             *delta_text,
             "## Calibration, agreement and cost",
@@ -136,6 +154,6 @@ def write_report(
         tmp.write_text(text + "\n")
     tags = {"role": "report", "method": "none"}
     with open_run(tracking, "report", tags, {"n_models": len(rows)}, output=str(markdown.parent)) as run:
-        for p in (markdown, summary, accuracy_plot, deltas_plot, tuning_plot):
+        for p in (markdown, summary, accuracy_plot, deltas_plot, tuning_plot, *sweep_plots):
             run.log_artifact(p)
     return table

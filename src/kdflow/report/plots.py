@@ -179,3 +179,35 @@ def plot_tuning(trials: pd.DataFrame, path: Path) -> None:
         ax.axis("off")
     fig.suptitle("Optuna trials: validation accuracy against each tuned value (★ best)")
     _save(fig, path)
+
+
+def plot_sweep(table: pd.DataFrame, student: str, methods: list[str], path: Path) -> None:
+    """Student test accuracy against teacher size (Mirzadeh et al. 2020, Figure 2): a line per
+    method, the teachers' own accuracy dashed, the student alone as a horizontal band."""
+    if table.params.isna().all():
+        _note(path, f"capacity-gap sweep of {student}: no evaluated teacher yet")
+        return
+    plt = _plt()
+    colors = _method_colors(methods)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    x = table.params
+    ax.errorbar(x, 100 * table.teacher_mean, yerr=100 * table.teacher_std.fillna(0), fmt="k--o",
+                capsize=2, label="teacher itself")  # fmt: skip
+    for m in methods:
+        ax.errorbar(x, 100 * table[f"{m}_mean"], yerr=100 * table[f"{m}_std"].fillna(0), fmt="-o",
+                    color=colors[m], capsize=2, label=f"student by {m}")  # fmt: skip
+    mean, std = table.attrs["scratch"]
+    if not pd.isna(mean):
+        ax.axhline(100 * mean, color="grey", lw=1, label="student alone")
+        if not pd.isna(std):
+            ax.axhspan(100 * (mean - std), 100 * (mean + std), color="grey", alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([f"{t}\n{p:,.0f}" for t, p in zip(table.teacher, x)], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("teacher (parameters)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Capacity gap: {student} against teacher size (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -247,6 +247,45 @@ def tuning_markdown(trials: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(rows: pd.DataFrame, student: str, teachers: list[str], methods: list[str]) -> pd.DataFrame:
+    """A capacity-gap sweep: per teacher (by parameter count), its params and test accuracy, and
+    the student's test accuracy distilled from it by each method; mean and std over seeds."""
+    lines = []
+    for t in teachers:
+        pair = plan.SEP.join([t, student])
+        line = {"teacher": t}
+        for name, row in [("teacher", TEACHER), *((m, m) for m in methods)]:
+            cell = cell_rows(rows, pair, row)
+            line[f"{name}_mean"], line[f"{name}_std"], line[f"{name}_n"] = (
+                cell.test_acc.mean(),
+                cell.test_acc.std(),
+                cell.seed.nunique(),
+            )
+            if row == TEACHER:
+                line["params"] = cell.num_params.mean()
+        lines.append(line)
+    scratch = cell_rows(rows, plan.SEP.join([teachers[0], student]), STUDENT)
+    out = pd.DataFrame(lines).sort_values("params", kind="stable").reset_index(drop=True)
+    out.attrs["scratch"] = (scratch.test_acc.mean(), scratch.test_acc.std())
+    return out
+
+
+def sweep_markdown(table: pd.DataFrame, student: str, methods: list[str]) -> str:
+    mean, std = table.attrs["scratch"]
+    lines = [
+        f"Student `{student}` alone (scratch): {_pm(mean, std, 100)}. "
+        "Test accuracy (%), mean ± std over seeds.",
+        "",
+        "| teacher | params | teacher | " + " | ".join(methods) + " |",
+        "|---|---:|---:|" + "---:|" * len(methods),
+    ]
+    for r in table.to_dict("records"):
+        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"], 100) for m in ["teacher", *methods]]
+        params = "-" if pd.isna(r["params"]) else f"{r['params']:,.0f}"
+        lines.append(f"| {r['teacher']} | {params} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def model_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std of test accuracy per trained model (model, method, lineage), assistants too;
     models ordered by size."""
