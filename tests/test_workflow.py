@@ -62,6 +62,15 @@ def test_dry_run_of_the_methods_example_plans_every_cell_once(tmp_path):
     assert planned["pretrain"] > 0 and planned["tune_select"] > 0
 
 
+def test_dry_run_of_the_teachers_example_plans_each_variant_once(tmp_path):
+    example = yaml.safe_load((REPO / "config" / "examples" / "teachers_mnist1d.yaml").read_text())
+    planned = planned_jobs(ok(snakemake(tmp_path, example, "--dry-run")))
+    n_seeds, n_pairs = len(example["seeds"]), len(example["pairs"]) + 3  # the sweep adds 3 pairs
+    assert planned["snapshot"] == 2 * n_seeds and planned["ensemble"] == n_seeds
+    assert planned["distill"] == n_seeds * (n_pairs + 2)  # kd on every pair; noisy, dml on one
+    assert planned["tune_select"] == n_pairs + 1  # kd per edge, noisy on its edge; dml tunes nothing
+
+
 def test_dry_run_of_the_progressive_example_tunes_every_supervised_row_per_pair(tmp_path):
     example = yaml.safe_load((REPO / "config" / "examples" / "progressive_kd.yaml").read_text())
     planned = planned_jobs(ok(snakemake(tmp_path, example, "--dry-run")))
