@@ -57,9 +57,8 @@ class ModuleInfo:
 
     num_classes: int
     n_train: int  # size of the training split (CRD's memory bank has one slot per sample)
-    new_student: Callable[[], nn.Module] | None = (
-        None  # a fresh student of the same architecture (DML's peers)
-    )
+    # a fresh student of the same architecture, initialised from the RNG's state (DML's peers)
+    new_student: Callable[[], nn.Module] | None = None
 
 
 @dataclass
