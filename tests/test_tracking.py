@@ -105,6 +105,38 @@ def test_a_logged_dataset_is_a_run_input_with_its_context(tmp_path):
     assert get_dataset_source_from_json(ds.source, ds.source_type).uri == "resources/mnist1d.npz"
 
 
+def test_a_dataset_another_job_inserted_meanwhile_is_linked_not_an_error(tmp_path):
+    """Two evaluation jobs logging the same new test split at once: the loser's insert fails on
+    sqlite's unique constraint (seen in CI); logging again links the row the winner wrote."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    spec = spec_in(tmp_path)
+    with open_run(spec, "evaluate/a", {}, {}, str(tmp_path / "a")) as winner:
+        winner.log_dataset("mnist1d/test", "cd" * 32, "resources/mnist1d.npz", "test")
+    with open_run(spec, "evaluate/b", {}, {}, str(tmp_path / "b")) as loser:
+        real, calls = loser.client.log_inputs, []
+
+        def lose_the_race_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise MlflowException(
+                    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                    "datasets.name, datasets.digest"
+                )
+            return real(*args, **kwargs)
+
+        loser.client.log_inputs = lose_the_race_once
+        loser.log_dataset("mnist1d/test", "cd" * 32, "resources/mnist1d.npz", "test")
+        assert len(calls) == 2
+        loser.client.log_inputs = lambda *a, **k: (_ for _ in ()).throw(MlflowException("disk full"))
+        with pytest.raises(MlflowException, match="disk full"):  # anything else is not swallowed
+            loser.log_dataset("mnist1d/val", "ef" * 32, "resources/mnist1d.npz", "validation")
+        loser.client.log_inputs = real
+    inputs = MlflowClient(spec.uri).get_run(loser.run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["mnist1d/test"]
+
+
 def test_with_tracking_off_logging_a_dataset_is_a_no_op(tmp_path):
     spec = TrackingSpec(False, f"sqlite:///{tmp_path / 'mlflow.db'}", "e", None)
     with open_run(spec, "train/m/seed0", {}, {}, str(tmp_path)) as run:

@@ -245,7 +245,16 @@ class Run:
             source=json.dumps({"uri": str(source)}),
         )
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+        inputs = [DatasetInput(dataset, tags)]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except Exception as e:  # noqa: BLE001 - the store's own exception types vary by backend
+            # Two jobs logging the same new dataset at once: the sqlite store checks that the
+            # (experiment, name, digest) row is absent, then inserts it, and the second insert
+            # fails on the unique constraint. The row exists now: logging again links it.
+            if "UNIQUE constraint failed: datasets" not in str(e):
+                raise
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_model(self, model) -> None:
         """Logged as a pickle so `mlflow.pytorch.load_model` gives back the kdflow class."""

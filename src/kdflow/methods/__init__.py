@@ -34,8 +34,6 @@ METHODS: dict[str, Method] = {
     "kd": KD(),
     "dkd": DKD(),
     "dist": DIST(),
-    "noisy": NoisyKD(),  # the KD survey's noisy teacher
-    "dml": DML(),  # no teacher: a cohort of students
     # features and relations (RepDistiller's order)
     "fitnets": FitNets(),
     "at": AT(),
@@ -52,4 +50,7 @@ METHODS: dict[str, Method] = {
     # the founding papers
     "diffrep": DiffRep(),
     "diffkd": DiffKD(),
+    # the survey's teacher variants
+    "noisy": NoisyKD(),  # noise on the teacher's logits
+    "dml": DML(),  # no teacher: a cohort of students
 }
