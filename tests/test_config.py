@@ -119,7 +119,7 @@ BAD = [
     ({"seeds": []}, "seeds", "non-empty"),
     ({"seeds": [0, 0]}, "seeds", "non-unique"),
     ({"seeds": [-1]}, "seeds[0]", "minimum"),
-    ({"dataset": {"name": "imagenet"}}, "dataset.name", "mnist1d, mnist, cifar10"),
+    ({"dataset": {"name": "imagenet"}}, "dataset.name", "mnist1d, digits, mnist, fashion_mnist, cifar10"),
     ({"dataset": {"val_fraction": 1.0}}, "dataset.val_fraction", "maximum"),
     ({"dataset": {"name": "cifar10"}}, "dataset.root", "never downloads"),
     ({"dataset": {"name": "mnist", "root": "/nonexistent/x"}}, "dataset.root", "does not exist"),

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
-from kdflow import plan
+from kdflow import dataset_files, plan
 from kdflow.registry import (
     DATASET_RANK,
     DATASET_SHAPE,
@@ -174,6 +174,27 @@ def _check_semantics(c: dict) -> None:
             )
         if not Path(ds["root"]).is_dir():
             raise ConfigError(f"config key 'dataset.root': directory {ds['root']!r} does not exist")
+        absent = dataset_files.missing(Path(ds["root"]), ds["name"])
+        if absent:
+            how = dataset_files.HOW_TO_GET[ds["name"]].replace("<root>", ds["root"])
+            raise ConfigError(
+                f"config key 'dataset.root': {ds['root']!r} lacks the files of dataset {ds['name']!r}: "
+                f"{', '.join(absent)}; on a machine with internet: {how}"
+            )
+        if ds["name"] == "npz":
+            try:
+                dataset_files.check_npz(Path(ds["root"]))
+            except ValueError as e:
+                raise ConfigError(f"config key 'dataset.root': {e}") from e
+    if ds["name"] == "imagefolder" and ds["image_size"] is None:
+        raise ConfigError(
+            "config key 'dataset.image_size': imagefolder needs [height, width] (images are resized once)"
+        )
+    if ds["name"] != "imagefolder" and ds["image_size"] is not None:
+        raise ConfigError(
+            f"config key 'dataset.image_size': only imagefolder resizes its images; {ds['name']!r} "
+            "has its own size"
+        )
 
     rank = DATASET_RANK[c["dataset"]["name"]]
     for name, spec in models.items():
@@ -199,7 +220,7 @@ def _check_semantics(c: dict) -> None:
         if family == "cnn1d" and spec.get("kernel", 5) % 2 == 0:
             raise ConfigError(f"config key 'models.{name}.kernel': must be odd, got {spec['kernel']}")
         if family in ("transformer1d", "vit"):
-            _check_transformer(name, spec, c["dataset"]["name"])
+            _check_transformer(name, spec, c["dataset"]["name"], input_shape(c["dataset"]))
 
     t = c["tuning"]
     if t["workers"] > t["n_trials"]:
@@ -217,9 +238,17 @@ def _check_semantics(c: dict) -> None:
         raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
 
 
-def _check_transformer(name: str, spec: dict, dataset: str) -> None:
+def input_shape(ds: dict) -> tuple[int, ...]:
+    """The shape of one input of the `dataset` section (without torch; for npz from the files)."""
+    if ds["name"] == "npz":
+        return dataset_files.npz_image_shape(Path(ds["root"]))
+    if ds["name"] == "imagefolder":
+        return (3, *ds["image_size"])
+    return DATASET_SHAPE[ds["name"]]
+
+
+def _check_transformer(name: str, spec: dict, dataset: str, shape: tuple[int, ...]) -> None:
     """What kdflow.models.transformer's constructors refuse (with their defaults), said before any job."""
-    shape = DATASET_SHAPE[dataset]
     sides = shape[-2:] if len(shape) == 3 else shape  # (H, W) of an image, (L,) of a signal
     patch, dim, heads = spec.get("patch", 4), spec.get("dim", 64), spec.get("heads", 4)
 

@@ -11,10 +11,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 # dataset -> shape of one input, (L,) for a signal, (C, H, W) for an image (patch sizes must divide it)
-DATASET_SHAPE = {"mnist1d": (40,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-DATASET_RANK = {name: len(shape) for name, shape in DATASET_SHAPE.items()}
-# datasets kdflow makes itself; the others are read from disk under dataset.root
-GENERATED = {"mnist1d"}
+# (npz and imagefolder: the user's images, whose shape config validation reads from the files)
+DATASET_SHAPE = {
+    "mnist1d": (40,),
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "svhn": (3, 32, 32),
+    "npz": None,
+    "imagefolder": None,
+}
+DATASET_RANK = {name: 1 if name == "mnist1d" else 3 for name in DATASET_SHAPE}
+# datasets kdflow makes itself (or a package ships); the others are read from disk under dataset.root
+GENERATED = {"mnist1d", "digits"}
 # the knobs transformer1d and vit share (kdflow.models.transformer)
 TRANSFORMER_KNOBS = ("patch", "dim", "layers", "heads", "mlp_ratio", "dropout")
 # model family -> (input rank it takes or None for any, its size knobs)

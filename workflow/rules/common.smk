@@ -19,6 +19,8 @@ distill/kd/teacher__assistant__student/ is the student distilled by kd from the 
 distilled by kd from the teacher.
 """
 
+import hashlib
+import json
 from pathlib import Path
 
 from kdflow import plan
@@ -82,8 +84,15 @@ def get_ensemble_members(wildcards):
 
 
 def get_data_file():
+    """The prepared dataset: one file per dataset, generation seed, or (for the user's own data)
+    root and image size, so two experiments on different data never share one."""
     ds = config["dataset"]
-    suffix = f"-seed{ds['seed']}" if ds["name"] == "mnist1d" else ""
+    suffix = ""
+    if ds["name"] in ("mnist1d", "digits"):
+        suffix = f"-seed{ds['seed']}"
+    elif ds["name"] in ("npz", "imagefolder"):
+        key = json.dumps([str(Path(ds["root"]).resolve()), ds.get("image_size")])
+        suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     return f"resources/{ds['name']}{suffix}.npz"
 
 

@@ -9,5 +9,6 @@ rule prepare_data:
         name=config["dataset"]["name"],
         root=config["dataset"]["root"],
         seed=config["dataset"]["seed"],
+        image_size=config["dataset"].get("image_size"),
     script:
         "../scripts/prepare_data.py"

@@ -1,4 +1,4 @@
-"""Generate (mnist1d) or read (mnist, cifar10) the dataset into one .npz."""
+"""Generate (mnist1d), load (digits) or read (the others, from dataset.root) the dataset into one .npz."""
 
 from pathlib import Path
 
@@ -7,4 +7,4 @@ from kdflow.pipeline.smk import job_log
 
 with job_log(snakemake.log[0]):  # noqa: F821
     p = snakemake.params  # noqa: F821
-    prepare_data(p.name, p.root, p.seed, Path(snakemake.output[0]))  # noqa: F821
+    prepare_data(p.name, p.root, p.seed, Path(snakemake.output[0]), p.image_size)  # noqa: F821

@@ -9,18 +9,24 @@ images; models take `input_shape` so an image dataset needs no other change.
 
     python -m kdflow.data resources/mnist1d.npz   # generate MNIST-1D offline (about 1 s)
 
-One file per dataset (`mnist1d.py`, `mnist.py`, `cifar.py`: a loader(root, seed) -> RawData) and one
-line in `LOADERS` here; `raw.py` stores the arrays, `splits.py` carves and holds the splits.
+One file per dataset (or small family: `mnist.py` reads MNIST and Fashion-MNIST; a loader(root, seed)
+-> RawData) and one line in `LOADERS` here; `raw.py` stores the arrays, `splits.py` carves and
+holds the splits. What each on-disk dataset expects under its root, and how to get it, is in
+kdflow.dataset_files (torch-free: config validation checks it before any job).
 The test split is only ever returned by `load_split(..., "test")`, which only the evaluate job calls.
 """
 
 from __future__ import annotations
 
-from kdflow.data.cifar import load_cifar10
-from kdflow.data.mnist import load_mnist
+from kdflow.data.cifar import load_cifar10, load_cifar100
+from kdflow.data.digits import load_digits
+from kdflow.data.imagefolder import load_imagefolder
+from kdflow.data.mnist import load_fashion_mnist, load_mnist
 from kdflow.data.mnist1d import load_mnist1d
+from kdflow.data.npz import load_npz
 from kdflow.data.raw import RawData, load_raw, save_raw
 from kdflow.data.splits import Split, content_hash, input_shape, load_split, num_classes, stratified_split
+from kdflow.data.svhn import load_svhn
 
 __all__ = [
     "LOADERS",
@@ -41,6 +47,12 @@ __all__ = [
 # name -> loader(root, seed). Written out by hand: the registry is the list of what exists.
 LOADERS = {
     "mnist1d": load_mnist1d,
+    "digits": load_digits,
     "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "svhn": load_svhn,
+    "npz": load_npz,
+    "imagefolder": load_imagefolder,
 }

@@ -38,14 +38,3 @@ def load_raw(path: Path) -> RawData:
         raise ValueError(
             f"dataset file {path} is unreadable ({e}); delete it and rerun to regenerate it"
         ) from e
-
-
-def require_dir(root: Path | None, sub: str, name: str) -> Path:
-    """`<root>/<sub>`, where a dataset read from disk keeps its files; an error naming it if absent."""
-    path = Path(root or "") / sub
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"dataset '{name}': expected its files under {path} (set dataset.root); "
-            "kdflow does not download datasets"
-        )
-    return path

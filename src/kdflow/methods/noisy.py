@@ -25,6 +25,7 @@ import torch
 
 from kdflow.losses import kd_loss
 from kdflow.methods.base import Batch, Method, Param
+from kdflow.methods.kd import KD
 
 
 def perturb(t_logits: torch.Tensor, fraction: float, std: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,8 +44,7 @@ class NoisyKD(Method):
     paper = "Sau & Balasubramanian, arXiv 2016"
     source = "KD_Lib KD/vision/noisy/utils.py add_noise (variance 0.1); fraction 0.8 (paper, via survey)"
     params = {
-        "temperature": Param(4.0, 1.0, 20.0, log=True, doc="softmax temperature T"),
-        "alpha": Param(0.9, 0.0, 1.0, doc="weight of the soft term; 1 - alpha weighs CE"),
+        **{k: KD.params[k] for k in ("temperature", "alpha")},  # kd's, defaults and ranges
         "noise_fraction": Param(
             0.8, 0.0, 1.0, valid=(0.0, 1.0), doc="share of each batch's samples perturbed"
         ),

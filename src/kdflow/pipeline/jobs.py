@@ -134,8 +134,9 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
-def prepare_data(name: str, root: str | None, seed: int, out: Path) -> None:
-    raw = datamod.LOADERS[name](Path(root) if root else None, seed)
+def prepare_data(name: str, root: str | None, seed: int, out: Path, image_size=None) -> None:
+    options = {"image_size": tuple(image_size)} if image_size else {}  # imagefolder's resize
+    raw = datamod.LOADERS[name](Path(root) if root else None, seed, **options)
     datamod.save_raw(raw, out)
 
 
@@ -349,23 +350,8 @@ def snapshot(
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
         with atomic_write(out_dir / "model.pt") as tmp:
             shutil.copyfile(source, tmp)
-        meta = {
-            "model": info.model,
-            "role": info.role,
-            "method": info.method,
-            "lineage": info.model,
-            "seed": info.seed,
-            "edge": "",
-            "spec": spec,
-            "num_params": count_parameters(model),
-            "best_epoch": epoch,
-            "best_val_acc": kept["val_acc"],
-            "model_sha256": kept["model_sha256"],
-            "mlflow_run_id": run.run_id,
-            "teacher_run_id": "none",
-            "hp": {},
-            "snapshot_of": parent["model"],
-        }
+        meta = _assembled_meta(info, model, spec, epoch, kept["val_acc"], kept["model_sha256"], run.run_id)
+        meta["snapshot_of"] = parent["model"]
         write_json(out_dir / "fit.json", meta)
         run.log_metrics({"best_val_acc": kept["val_acc"], "best_epoch": epoch})
         for f in ("model.pt", "fit.json"):
@@ -409,28 +395,35 @@ def ensemble(
     name = f"{info.rule}/{info.model}/seed{info.seed}"
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:
         sha = save_model(out_dir / "model.pt", model, spec, shape, n_cls)
-        meta = {
-            "model": info.model,
-            "role": info.role,
-            "method": info.method,
-            "lineage": info.model,
-            "seed": info.seed,
-            "edge": "",
-            "spec": spec,
-            "num_params": count_parameters(model),
-            "best_epoch": 0,
-            "best_val_acc": val_acc,
-            "model_sha256": sha,
-            "mlflow_run_id": run.run_id,
-            "teacher_run_id": "none",
-            "hp": {},
-            "members": listed,
-        }
+        meta = {**_assembled_meta(info, model, spec, 0, val_acc, sha, run.run_id), "members": listed}
         write_json(out_dir / "fit.json", meta)
         run.log_metrics({"best_val_acc": val_acc})
         for f in ("model.pt", "fit.json"):
             run.log_artifact(out_dir / f)
     return meta
+
+
+def _assembled_meta(
+    info: JobInfo, model, spec: dict, epoch: int, val_acc: float, sha: str, run_id: str
+) -> dict:
+    """fit.json of a teacher assembled from trained models (a snapshot, an ensemble), as a trained
+    model's reads: what consumers (the cache, evaluation, the report) look up."""
+    return {
+        "model": info.model,
+        "role": info.role,
+        "method": info.method,
+        "lineage": info.model,
+        "seed": info.seed,
+        "edge": "",
+        "spec": spec,
+        "num_params": count_parameters(model),
+        "best_epoch": epoch,
+        "best_val_acc": val_acc,
+        "model_sha256": sha,
+        "mlflow_run_id": run_id,
+        "teacher_run_id": "none",
+        "hp": {},
+    }
 
 
 def _write_history(history: list[dict], path: Path) -> None:
