@@ -147,8 +147,10 @@ def test_bad_patch_or_heads_is_refused_naming_the_knob(spec, shape, message):
 
 
 def test_config_check_refuses_exactly_what_the_constructors_refuse():
-    """config._check_transformer runs before any job, torch-free, on registry.DATASET_SHAPE."""
-    for dataset, shape in registry.DATASET_SHAPE.items():
+    """config._check_transformer runs before any job, torch-free, on the dataset's input shape
+    (registry.DATASET_SHAPE; the user's npz and image folders: read from their files)."""
+    shapes = {**registry.DATASET_SHAPE, "npz": (3, 12, 20), "imagefolder": (3, 16, 8)}
+    for dataset, shape in shapes.items():
         family = "transformer1d" if len(shape) == 1 else "vit"
         for patch in range(1, 10):
             for dim, heads in ((8, 2), (8, 3)):
@@ -159,7 +161,7 @@ def test_config_check_refuses_exactly_what_the_constructors_refuse():
                 except ValueError:
                     built = False
                 try:
-                    config._check_transformer("m", spec, dataset)
+                    config._check_transformer("m", spec, dataset, shape)
                     passed = True
                 except config.ConfigError:
                     passed = False
