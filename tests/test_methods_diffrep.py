@@ -85,7 +85,7 @@ def test_the_sum_of_branches_is_what_the_block_computes_and_what_the_method_read
     model = build_model({"family": "cnn1d", "channels": 4, "layers": 2}, (40,), 10)
     method.prepare_student(model, ["block2_pre"], method.resolve({"branches": 3}))
     _, feats = model.forward_features(torch.randn(5, 40))
-    branches = method.student_features(model)["branches"]
+    branches = method.student_features(model, ["block2_pre"])["branches"]
     assert branches.shape == (3, 5, 4, 10)
     torch.testing.assert_close(branches.sum(0), feats["block2_pre"])
 

@@ -335,31 +335,31 @@ def _check_pairs(c: dict) -> None:
             used[name] = key
         names = tuple(n for _, n in chain)
         for key, name in chain[1:]:
-            if "snapshot_of" in models[name] or "ensemble" in models[name]:
-                kind = (
-                    "a snapshot of another model's training"
-                    if "snapshot_of" in models[name]
-                    else "an ensemble"
-                )
-                raise ConfigError(
-                    f"config key 'pairs[{i}].{key}': {name!r} is {kind} and can only be a teacher; "
-                    "distil a model with a family"
-                )
-        for key, name in chain[1:]:  # distilled models: their jobs train with a method's own CE
-            own = models[name].get("train", {}).get("label_smoothing")
-            if (own if own is not None else c["train"].get("label_smoothing", 0.0)) > 0:
-                where = f"models.{name}.train" if own is not None else "train"
-                raise ConfigError(
-                    f"config key '{where}.label_smoothing': model {name!r} is distilled (pairs[{i}].{key}) "
-                    "and label smoothing applies to training from labels only; set it on teachers, "
-                    "in their own `train:` block"
-                )
+            _check_distilled(c, f"pairs[{i}].{key}", name)
         if names in seen:
             raise ConfigError(
                 f"config key 'pairs[{i}]': the same pair as pairs[{seen[names]}] "
                 f"({plan.ARROW.join(names)}); each pair once"
             )
         seen[names] = i
+
+
+def _check_distilled(c: dict, where: str, name: str) -> None:
+    """A model a pair distils (assistant, student): one with a family, trained by its method's loss."""
+    spec = c["models"][name]
+    if "snapshot_of" in spec or "ensemble" in spec:
+        kind = "a snapshot of another model's training" if "snapshot_of" in spec else "an ensemble"
+        raise ConfigError(
+            f"config key '{where}': {name!r} is {kind} and can only be a teacher; "
+            "distil a model with a family"
+        )
+    own = spec.get("train", {}).get("label_smoothing")
+    if (own if own is not None else c["train"].get("label_smoothing", 0.0)) > 0:
+        key = f"models.{name}.train" if own is not None else "train"
+        raise ConfigError(
+            f"config key '{key}.label_smoothing': model {name!r} is distilled ({where}) and label "
+            "smoothing applies to training from labels only; set it on teachers, in their own `train:` block"
+        )
 
 
 def _check_methods(c: dict) -> None:

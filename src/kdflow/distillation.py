@@ -158,7 +158,7 @@ class DistillSetup:
                 s_logits, s_feats = None, {}  # one module trains alone: the student is not run
             else:
                 s_logits, feats = d.student.forward_features(x)
-                s_feats = {n: feats[n] for n in s_layers} | method.student_features(d.student)
+                s_feats = {n: feats[n] for n in s_layers} | method.student_features(d.student, s_layers)
             b = Batch(s_logits, t_logits, y, idx, s_feats, t_feats, epoch, x)
             loss = method.loss if pretrain_of is None else method.pretrain_loss
             return loss(b, hp, d.extra)

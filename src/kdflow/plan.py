@@ -137,6 +137,11 @@ def members(cfg: dict, ensemble: str, seed: int) -> list[tuple[str, int]]:
     return [(m, s) for m in spec["ensemble"] for s in spec.get("seeds") or [int(seed)]]
 
 
+def bare(spec: dict) -> dict:
+    """A model spec without its `train:` overrides: the architecture alone."""
+    return {k: v for k, v in spec.items() if k != "train"}
+
+
 def architecture(cfg: dict, model: str) -> dict | None:
     """A model's spec ({family, knobs}): its own; a snapshot's model's; an ensemble's members' when
     they share one (they then give features), else None (logits only)."""
@@ -145,8 +150,9 @@ def architecture(cfg: dict, model: str) -> dict | None:
         return architecture(cfg, spec["snapshot_of"])
     if "ensemble" in spec:
         archs = [architecture(cfg, m) for m in spec["ensemble"]]
-        strip = [None if a is None else {k: v for k, v in a.items() if k != "train"} for a in archs]
-        return archs[0] if all(a is not None and a == strip[0] for a in strip) else None
+        if any(a is None for a in archs) or any(bare(a) != bare(archs[0]) for a in archs):
+            return None
+        return archs[0]
     return spec
 
 

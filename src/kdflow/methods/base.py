@@ -151,7 +151,7 @@ class Method:
     def prepare_student(self, student: nn.Module, s_layers: list[str], hp: dict) -> None:
         """Change the student for training, in place (a `reshapes_student` method)."""
 
-    def student_features(self, student: nn.Module) -> dict[str, torch.Tensor]:
+    def student_features(self, student: nn.Module, s_layers: list[str]) -> dict[str, torch.Tensor]:
         """Tensors of the last forward that only the changed student holds (added to Batch.s_feats)."""
         return {}
 

@@ -46,7 +46,7 @@ import math
 import torch
 from torch import nn
 
-from kdflow.methods.base import Batch, Method, ModuleInfo, Param, blocks, combine, weights
+from kdflow.methods.base import Batch, Method, ModuleInfo, Param, combine, weights
 from kdflow.methods.fitnets import regressor
 from kdflow.models import reparam
 
@@ -88,9 +88,8 @@ class DiffRep(Method):
     )
 
     def layers(self, s_names: list[str], t_names: list[str], hp: dict) -> tuple[list[str], list[str]]:
-        s = hp.get("student_layer") or blocks(s_names)[-1]
-        t = hp.get("teacher_layer") or blocks(t_names)[-1]
-        return [s.removesuffix("_pre") + "_pre"], [t]  # the branches' sum is the block before activation
+        (s,), t = super().layers(s_names, t_names, hp)
+        return [s.removesuffix("_pre") + "_pre"], t  # the branches' sum is the block before activation
 
     @staticmethod
     def _block(s_layers: list[str]) -> int:
@@ -99,9 +98,9 @@ class DiffRep(Method):
     def prepare_student(self, student: nn.Module, s_layers: list[str], hp: dict) -> None:
         reparam.branch(student, self._block(s_layers), int(hp["branches"]))
 
-    def student_features(self, student: nn.Module) -> dict[str, torch.Tensor]:
-        (rep,) = (m for m in student.modules() if isinstance(m, reparam.Branches))
-        return {"branches": torch.stack(rep.outputs)}  # (K, B, *feature shape)
+    def student_features(self, student: nn.Module, s_layers: list[str]) -> dict[str, torch.Tensor]:
+        holder, key, _ = student.rep_target(self._block(s_layers))
+        return {"branches": torch.stack(getattr(holder, key).outputs)}  # (K, B, *feature shape)
 
     def final_student(self, student: nn.Module, s_layers: list[str], hp: dict) -> nn.Module:
         return reparam.fold(student, self._block(s_layers))

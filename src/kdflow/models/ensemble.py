@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdflow.models.base import Classifier
+from kdflow.plan import bare
 
 COMBINE = ("prob", "logit", "oracle")
 
@@ -44,10 +45,6 @@ def oracle_choice(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ce.argmin(0)  # (M, B) -> (B,); ties: the first member
 
 
-def _architecture(spec: dict) -> dict:
-    return {k: v for k, v in spec.items() if k != "train"}
-
-
 class Ensemble(Classifier):
     def __init__(self, input_shape, num_classes, members: list[dict], combine: str = "prob"):
         super().__init__()
@@ -60,7 +57,7 @@ class Ensemble(Classifier):
         self.members = nn.ModuleList(build_model(spec, input_shape, num_classes) for spec in members)
         self.combine = combine
         self.needs_labels = combine == "oracle"
-        self.same_architecture = all(_architecture(s) == _architecture(members[0]) for s in members)
+        self.same_architecture = all(bare(s) == bare(members[0]) for s in members)
 
     def forward_features(self, x):
         outs = [m.forward_features(x) for m in self.members]
