@@ -15,6 +15,7 @@ from kdflow.registry import (
     METHODS,
     METHODS_FILE,
     VECTOR_BLOCKS,
+    ZOO_CHANNELS,
     block_channels,
     feature_names,
 )
@@ -41,6 +42,8 @@ SMALL = {
     "resnet": {"depth": 8, "width": 4},
     "transformer1d": {"dim": 8, "layers": 1, "heads": 2},
     "vit": {"dim": 8, "layers": 1, "heads": 2},
+    # the CIFAR zoo has no knobs: each at its one size (tests/test_models_zoo.py checks it at 32x32 too)
+    **{name: {} for name in ZOO_CHANNELS},
 }
 
 

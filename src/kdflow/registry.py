@@ -28,6 +28,33 @@ DATASET_RANK = {name: 1 if name == "mnist1d" else 3 for name in DATASET_SHAPE}
 GENERATED = {"mnist1d", "digits"}
 # the knobs transformer1d and vit share (kdflow.models.transformer)
 TRANSFORMER_KNOBS = ("patch", "dim", "layers", "heads", "mlp_ratio", "dropout")
+# the CIFAR zoo of the KD tables (kdflow.models.cifar, docs/zoo.md): family -> its blocks' channels
+ZOO_CHANNELS = {
+    "resnet8": (16, 32, 64),
+    "resnet14": (16, 32, 64),
+    "resnet20": (16, 32, 64),
+    "resnet32": (16, 32, 64),
+    "resnet44": (16, 32, 64),
+    "resnet56": (16, 32, 64),
+    "resnet110": (16, 32, 64),
+    "resnet8x4": (64, 128, 256),
+    "resnet32x4": (64, 128, 256),
+    "resnet50": (256, 512, 1024, 2048),
+    "wrn_16_1": (16, 32, 64),
+    "wrn_16_2": (32, 64, 128),
+    "wrn_40_1": (16, 32, 64),
+    "wrn_40_2": (32, 64, 128),
+    "vgg8": (128, 256, 512, 512),
+    "vgg11": (128, 256, 512, 512),
+    "vgg13": (128, 256, 512, 512),
+    "vgg16": (128, 256, 512, 512),
+    "vgg19": (128, 256, 512, 512),
+    "mobilenetv2": (12, 16, 48, 160),
+    "shufflev1": (240, 480, 960),
+    "shufflev2": (116, 232, 464),
+}
+# the zoo's families that floor-halve their input with 2x2 max-pools (the others' strides pad)
+VGG = ("vgg8", "vgg11", "vgg13", "vgg16", "vgg19")
 # model family -> (input rank it takes or None for any, its size knobs)
 FAMILIES = {
     "mlp": (None, ("hidden", "dropout")),
@@ -36,11 +63,22 @@ FAMILIES = {
     "resnet": (3, ("depth", "width")),
     "transformer1d": (1, TRANSFORMER_KNOBS),
     "vit": (3, TRANSFORMER_KNOBS),
+    **{name: (3, ()) for name in ZOO_CHANNELS},  # images; no knobs: each is one fixed architecture
 }
 # families whose blocks are vectors (B, D); the others' blocks are feature maps (B, C, *spatial)
 VECTOR_BLOCKS = {"mlp"}
-# families whose blocks' linear layer can be re-parameterised (Classifier.rep_target)
-REPARAM_FAMILIES = {"mlp", "cnn1d", "cnn2d", "resnet"}
+# families whose blocks' linear layer can be re-parameterised (Classifier.rep_target). Not the
+# zoo's wrn_* (its last conv has neither bias nor BN to fold into) nor shufflev1 (grouped 1x1)
+# and shufflev2 (the conv makes half of the block's channels).
+REPARAM_FAMILIES = {
+    "mlp",
+    "cnn1d",
+    "cnn2d",
+    "resnet",
+    *(name for name in ZOO_CHANNELS if name.startswith("resnet")),
+    *VGG,
+    "mobilenetv2",
+}
 
 
 def feature_names(spec: dict) -> list[str]:
@@ -52,6 +90,7 @@ def feature_names(spec: dict) -> list[str]:
         "resnet": 3,
         "transformer1d": spec.get("layers", 4),
         "vit": spec.get("layers", 4),
+        **{name: len(channels) for name, channels in ZOO_CHANNELS.items()},
     }[spec["family"]]
     return [f"block{i}{s}" for i in range(1, n + 1) for s in ("", "_pre")] + ["penultimate"]
 
@@ -67,7 +106,40 @@ def block_channels(spec: dict) -> list[int]:
         return [spec.get("width", 16) * 2**i for i in range(3)]
     if family in ("transformer1d", "vit"):
         return [spec.get("dim", 64)] * spec.get("layers", 4)
+    if family in ZOO_CHANNELS:
+        return list(ZOO_CHANNELS[family])
     raise ValueError(f"family {family!r} has no feature maps")
+
+
+def input_problem(spec: dict, shape: tuple[int, ...]) -> str | None:
+    """Why a model spec cannot take inputs of `shape` ((C, H, W) or (L,), without the batch), or
+    None if it can.
+
+    The limit is a floor-halving 2x2 max-pool run on a side already 1 pixel wide: cnn2d pools
+    after its first min(layers, 3) blocks, the zoo's VGGs after groups 0-2 (and 3 on inputs 64
+    high). Every other family downsamples by padded strided convs (and resnet's, wrn's and
+    shufflev1's 1x1 or padded pooling shortcuts), ceil(n / 2) >= 1, so any size runs. A
+    transformer's patch must divide the input: config validation says that with the patch
+    sizes allowed (kdflow.config), so it is not repeated here.
+    """
+    family = spec["family"]
+    rank = FAMILIES[family][0]
+    if rank is not None and len(shape) != rank:
+        takes = "(C, H, W) images" if rank == 3 else "(L,) signals"
+        return f"family {family!r} takes {takes}, not inputs of shape {tuple(shape)}"
+    if family == "cnn2d":
+        pools = min(spec.get("layers", 4), 3)
+    elif family in VGG:
+        pools = 4 if shape[1] == 64 else 3  # vgg.py pools group 3 too on inputs 64 high
+    else:
+        return None
+    _, h, w = shape
+    if min(h, w) < 2**pools:
+        return (
+            f"family {family!r} halves its input {pools} times with 2x2 max-pools, so each side "
+            f"needs at least {2**pools} pixels; got {h}x{w}"
+        )
+    return None
 
 
 class MethodInfo(NamedTuple):

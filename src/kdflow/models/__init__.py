@@ -16,7 +16,10 @@ for them without a change here:
                    block's input resolution), resnet the last basic block's residual sum before its
                    final ReLU, transformer1d and vit block<i> itself (a block ends in its residual
                    sum, with no activation). relu(block<i>_pre) is block<i> except for cnn2d's pool,
-                   mlp's dropout in training, and the Transformers.
+                   mlp's dropout in training, and the Transformers. The CIFAR zoo
+                   (kdflow.models.cifar) follows RepDistiller's `preact`; each of its modules
+                   says what that is (wrn: the next stage's BatchNorm of block<i>; mobilenetv2:
+                   block<i> itself).
     penultimate    the vector the classifier reads, (B, D)
 
 `input_shape` excludes the batch: (L,) for 1-D signals, (C, H, W) for images.
@@ -27,6 +30,7 @@ from __future__ import annotations
 from torch import nn
 
 from kdflow.models.base import Classifier
+from kdflow.models.cifar import ZOO
 from kdflow.models.cnn import CNN1D, CNN2D
 from kdflow.models.ensemble import Ensemble
 from kdflow.models.mlp import MLP
@@ -41,6 +45,9 @@ MODELS = {
     "resnet": ResNet,
     "transformer1d": Transformer1D,
     "vit": ViT,
+    # the CIFAR zoo of the KD tables, written out in kdflow.models.cifar: resnet8 .. resnet110,
+    # resnet8x4, resnet32x4, resnet50, wrn_16_1 .. wrn_40_2, vgg8 .. vgg19, mobilenetv2, shufflev1, shufflev2
+    **ZOO,
     "ensemble": Ensemble,  # assembled from trained members by the pipeline, not declared by family
 }
 ASSEMBLED = {"ensemble"}  # families a config does not name (kdflow.registry.FAMILIES leaves them out)

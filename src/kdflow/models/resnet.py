@@ -35,16 +35,41 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.forward_pre(x))
 
 
-class ResNet(Classifier):
+class ResidualStages(Classifier):
+    """The forward of a stem, stages whose last block has `forward_pre` (its output before the
+    final ReLU), an optional neck, a global mean and a linear head; subclasses build the parts.
+    This family and the zoo's ResNets, resnet50 and ShuffleNets (kdflow.models.cifar) share it."""
+
+    def __init__(self, stem: nn.Module, stages: list[nn.Sequential], head: nn.Linear, neck=None):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.neck = neck if neck is not None else nn.Identity()  # ShuffleNetV2's 1x1 conv to 1024
+        self.head = head
+
+    def forward_features(self, x):
+        h = self.stem(x)  # (B, C0, H, W)
+        feats = {}
+        for i, stage in enumerate(self.stages, 1):
+            *first, last = stage
+            for block in first:
+                h = block(h)
+            feats[f"block{i}_pre"] = pre = last.forward_pre(h)
+            feats[f"block{i}"] = h = torch.relu(pre)  # (B, C_i, H_i, W_i)
+        h = self.neck(h).mean(dim=(2, 3))  # adaptive: any input size (the zoo's authors: AvgPool2d(8))
+        feats["penultimate"] = h  # (B, D)
+        return self.head(h), feats
+
+
+class ResNet(ResidualStages):
     """The CIFAR ResNet of He et al. 2016 (depth 6n+2: 8, 20, 56, 110), as in the TAKD and
     RepDistiller tables: three stages of n basic blocks at width, 2x, 4x; global pool; linear."""
 
     def __init__(self, input_shape, num_classes, depth=20, width=16):
-        super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"resnet depth must be 6n+2 (8, 20, 56, 110...), got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(
+        stem = nn.Sequential(
             nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
         stages, c_in = [], width
@@ -52,22 +77,7 @@ class ResNet(Classifier):
             blocks = [_BasicBlock(c_in if j == 0 else c, c, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
             stages.append(nn.Sequential(*blocks))
             c_in = c
-        self.stages = nn.ModuleList(stages)
-        self.head = nn.Linear(c_in, num_classes)
-
-    def forward_features(self, x):
-        h = self.stem(x)  # (B, w, H, W)
-        feats = {}
-        for i, stage in enumerate(self.stages, 1):
-            *first, last = stage
-            for block in first:
-                h = block(h)
-            feats[f"block{i}_pre"] = pre = last.forward_pre(h)
-            h = torch.relu(pre)  # (B, w * 2^(i-1), H / 2^(i-1), W / 2^(i-1))
-            feats[f"block{i}"] = h
-        h = h.mean(dim=(2, 3))
-        feats["penultimate"] = h
-        return self.head(h), feats
+        super().__init__(stem, stages, nn.Linear(c_in, num_classes))
 
     def rep_target(self, block):
         return self.stages[block - 1][-1], "conv2", "bn2"  # the stage's last conv before the residual sum
