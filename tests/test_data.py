@@ -76,7 +76,7 @@ def test_mnist_reader_on_generated_idx_files(tmp_path):
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.array([3, 4]))
     d = data.load_mnist(tmp_path, 0)
     assert d.x_train.shape == (5, 1, 28, 28) and d.x_test.shape == (2, 1, 28, 28)
-    assert np.allclose(d.x_train[2, 0], imgs[2] / 255.0)
+    assert d.x_train.dtype == np.uint8 and np.array_equal(d.x_train[2, 0], imgs[2])
     assert d.y_test.tolist() == [3, 4]
 
 
@@ -90,7 +90,11 @@ def test_cifar10_reader_on_generated_pickles(tmp_path):
             pickle.dump(batch, f)
     d = data.load_cifar10(tmp_path, 0)
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
-    assert d.x_train.max() <= 1.0 and d.y_train.tolist()[:4] == [0, 1, 2, 3]
+    assert d.x_train.dtype == np.uint8 and d.y_train.tolist()[:4] == [0, 1, 2, 3]
+    # the pickle's rows are the R, G, B planes of a 32x32 image, one after another
+    with open(base / "data_batch_1", "rb") as f:
+        first = pickle.load(f)["data"][1]
+    assert np.array_equal(d.x_train[1, 1].ravel(), first[1024:2048])
 
 
 def test_missing_real_dataset_says_where_it_looked(tmp_path):

@@ -37,7 +37,7 @@ def test_fashion_mnist_from_idx_files_plain_or_gzipped(tmp_path, gz):
     write_idx(raw / "t10k-labels-idx1-ubyte", np.array([9, 1]), gz)
     d = data.LOADERS["fashion_mnist"](tmp_path, 0)
     assert d.x_train.shape == (6, 1, 28, 28) and d.x_test.shape == (2, 1, 28, 28)
-    np.testing.assert_allclose(d.x_train[3, 0], imgs[3] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.x_train[3, 0], imgs[3])
     assert d.y_test.tolist() == [9, 1] and d.y_train.dtype == np.int64
 
 
@@ -66,7 +66,7 @@ def test_cifar100_from_its_pickles_with_the_fine_labels(tmp_path):
     assert d.x_train.shape == (7, 3, 32, 32) and d.x_test.shape == (3, 3, 32, 32)
     assert d.y_train.tolist() == parts["train"][1]  # fine, not coarse
     # rows are the R plane, then G, then B, each 32x32 row-major
-    np.testing.assert_allclose(d.x_test[1, 2, 0, :3], parts["test"][0][1, 2048:2051] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.x_test[1, 2, 0, :3], parts["test"][0][1, 2048:2051])
 
 
 def test_svhn_from_its_mat_files_with_ten_as_zero(tmp_path):
@@ -80,7 +80,7 @@ def test_svhn_from_its_mat_files_with_ten_as_zero(tmp_path):
         parts[name] = x
     d = data.LOADERS["svhn"](tmp_path, 0)
     assert d.x_train.shape == (5, 3, 32, 32) and d.y_train.tolist() == [0, 1, 2, 3, 9]
-    np.testing.assert_allclose(d.x_train[4, 1], parts["train"][:, :, 1, 4] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.x_train[4, 1], parts["train"][:, :, 1, 4])
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHW"])
@@ -94,7 +94,7 @@ def test_npz_images_in_either_layout(tmp_path, layout):
     assert d.x_train.shape == (4, channels, 6, 5)
     assert dataset_files.npz_image_shape(tmp_path) == (channels, 6, 5)  # from the header alone
     want = {"NCHW": lambda: x[2, 1], "NHWC": lambda: x[2, :, :, 1], "NHW": lambda: x[2]}[layout]()
-    np.testing.assert_allclose(d.x_train[2, 1 if channels == 3 else 0], want / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.x_train[2, 1 if channels == 3 else 0], want)
     assert d.y_test.tolist() == [2, 0]
 
 
@@ -135,8 +135,8 @@ def test_an_image_folder_is_decoded_once_resized_and_its_classes_sorted(tmp_path
     d = data.LOADERS["imagefolder"](tmp_path, 0, image_size=(8, 6))
     assert d.x_train.shape == (6, 3, 8, 6) and d.x_test.shape == (2, 3, 8, 6)
     assert d.y_train.tolist() == [0, 0, 0, 1, 1, 1]  # ant (blue) = 0, cat (red) = 1
-    np.testing.assert_allclose(d.x_train[0, :, 0, 0], [0, 0, 1])
-    np.testing.assert_allclose(d.x_test[1, :, 4, 3], [1, 0, 0])
+    np.testing.assert_array_equal(d.x_train[0, :, 0, 0], [0, 0, 255])
+    np.testing.assert_array_equal(d.x_test[1, :, 4, 3], [255, 0, 0])
 
 
 def test_digits_ship_with_scikit_learn_and_split_once_by_seed():
@@ -151,7 +151,10 @@ def test_digits_ship_with_scikit_learn_and_split_once_by_seed():
     assert np.array_equal(a.y_test, b.y_test) and not np.array_equal(a.x_test, other.x_test)
     counts = np.bincount(a.y_test, minlength=10)
     assert (abs(counts - 0.2 * np.bincount(load_digits().target)) <= 1).all()  # stratified 20 %
-    assert a.x_train.max() == 1.0 and a.x_train.min() == 0.0
+    assert a.x_train.dtype == np.uint8 and a.x_train.max() == 255 and a.x_train.min() == 0
+    levels = np.unique(np.concatenate([a.x_train.ravel(), a.x_test.ravel()]))
+    assert len(levels) == 17  # scikit-learn's 0-16 intensities, each its own uint8 value
+    np.testing.assert_array_equal(levels, np.rint(np.arange(17) * 255 / 16))
 
 
 def dataset_config(name, root=None, **extra):
@@ -198,3 +201,16 @@ def test_digits_end_to_end_with_a_cnn_teacher_and_an_mlp_student(tmp_path):
     ok(snakemake(tmp_path, config, "--cores", "2"))
     report = (tmp_path / "results" / "digits" / "report.md").read_text()
     assert "| t → s |" in report and "| kd |" in report
+
+
+def test_a_family_too_deep_for_the_images_is_refused_before_any_job(tmp_path):
+    for part in ("train", "test"):  # 6x6 images: three 2x2 max-pools would leave nothing
+        np.savez(tmp_path / f"{part}.npz", x=np.zeros((4, 3, 6, 6), np.uint8), y=np.array([0, 1, 0, 1]))
+    cfg = dataset_config("npz", tmp_path)
+    cfg["models"]["t"] = {"family": "vgg8"}
+    with pytest.raises(
+        ConfigError, match=r"'models.t.family': family 'vgg8' halves its input 3 times .* got 6x6"
+    ):
+        check_config(cfg)
+    cfg["models"]["t"] = {"family": "resnet8"}  # strided convs: any size runs
+    check_config(cfg)

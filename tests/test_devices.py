@@ -123,3 +123,24 @@ def test_the_job_entry_point_takes_a_slot(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["cpu", "0"]  # slot 0; no CUDA on the test machine, so the CPU
     assert out.stderr.count("GPU slot 0 of 2") == 1  # decided once per job
+
+
+def test_jobs_per_gpu_shares_each_device_among_that_many_jobs_at_most(tmp_path):
+    env = {**job_env(tmp_path / "locks", 2), devices.JOBS_PER_GPU_ENV: "2"}  # 2 devices x 2 jobs
+    procs = [start_job(tmp_path, f"job{i}", env) for i in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    records = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(8)]
+    assert {r["slot"] for r in records} == {0, 1, 2, 3}
+    assert all(r["cvd"] == str(r["slot"] % 2) for r in records)  # slot k on device k mod 2
+    for device in ("0", "1"):
+        spans = [(r["start"], r["end"]) for r in records if r["cvd"] == device]
+        most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+        assert most == 2, f"device {device}: {most} jobs at once"  # shared by two, never three
+
+
+def test_a_bad_jobs_per_gpu_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv(devices.JOBS_PER_GPU_ENV, "0")
+    with pytest.raises(ValueError, match="KDFLOW_JOBS_PER_GPU='0'"):
+        devices.jobs_per_device()

@@ -32,7 +32,7 @@ def setup_for(name, teacher, train, hp=None):
     hp = method.resolve(hp)
     with torch.no_grad():
         logits = teacher(train.x)
-    return DistillSetup.build(method, hp, STUDENT, (40,), 10, teacher, train.x, logits), hp
+    return DistillSetup.build(method, hp, STUDENT, (40,), 10, teacher, train, logits), hp
 
 
 def one_step(setup, hp, d, train, stage=None):

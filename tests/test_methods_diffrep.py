@@ -182,7 +182,7 @@ def test_a_distilled_student_is_saved_folded_with_the_outputs_it_was_validated_w
     hp = method.resolve({"branches": 3})
     with torch.no_grad():
         logits = teacher(train.x)
-    setup = DistillSetup.build(method, hp, student, (40,), 10, teacher, train.x, logits)
+    setup = DistillSetup.build(method, hp, student, (40,), 10, teacher, train, logits)
     result = fit(setup.distiller(hp, 0, len(train)), train, val, TrainConfig(epochs=2, batch_size=64),
                  setup.objective(hp))  # fmt: skip
     d = result.model.eval()

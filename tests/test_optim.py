@@ -49,9 +49,9 @@ def decayed_lr(step):
     return 3e-3 * 0.9 ** (step // 10) if step % 10 == 9 else None
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_steps_equal_torchs_optimizer_bit_for_bit(optimizer):
-    cfg = TrainConfig(optimizer=optimizer, lr=3e-3, weight_decay=WEIGHT_DECAY)
+@pytest.mark.parametrize("optimizer, nesterov", [("adamw", True), ("sgd", True), ("sgd", False)])
+def test_steps_equal_torchs_optimizer_bit_for_bit(optimizer, nesterov):
+    cfg = TrainConfig(optimizer=optimizer, lr=3e-3, weight_decay=WEIGHT_DECAY, nesterov=nesterov)
     grads = gradients(50)
     ref = torch.nn.Parameter(start_weights())
     expected = run(make_optimizer([ref], cfg), ref, grads, decayed_lr)
@@ -110,20 +110,60 @@ def test_cosine_rates_are_torchs_floats(epochs, steps):
     assert closed_form != expected[:epochs]  # the recursion is what makes them equal
 
 
-def test_cosine_resumes_from_its_state_and_constant_stays():
-    cfg = TrainConfig(epochs=10, lr=1e-2)
-    straight, _, _ = lr_schedule(cfg, 10)
-    _, opt, sched = lr_schedule(cfg, 4)
+def resumed_rates(cfg, at, steps):
+    """The rates of `steps` epochs after a schedule saved at epoch `at` is loaded into a fresh one."""
+    _, opt, sched = lr_schedule(cfg, at)
     resumed_opt = make_flat_optimizer(torch.nn.Parameter(torch.zeros(1)), cfg)
     resumed_sched = make_flat_scheduler(resumed_opt, cfg)
     resumed_opt.load_state_dict(opt.state_dict())
     resumed_sched.load_state_dict(sched.state_dict())
-    resumed = []
-    for _ in range(6):
-        resumed.append(resumed_opt.lr)
+    rates = []
+    for _ in range(steps):
+        rates.append(resumed_opt.lr)
         resumed_sched.step()
-    assert resumed == straight[4:]
+    return rates
+
+
+def test_cosine_resumes_from_its_state_and_constant_stays():
+    cfg = TrainConfig(epochs=10, lr=1e-2)
+    straight, _, _ = lr_schedule(cfg, 10)
+    assert resumed_rates(cfg, 4, 6) == straight[4:]
     assert lr_schedule(TrainConfig(scheduler="constant", lr=0.1), 5)[0] == [0.1] * 5
+
+
+def torch_rates(cfg, steps):
+    torch_opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+    torch_sched = make_scheduler(torch_opt, cfg)
+    rates = []
+    for _ in range(steps):
+        rates.append(torch_opt.param_groups[0]["lr"])
+        torch_opt.step()
+        torch_sched.step()
+    return rates
+
+
+def test_multistep_with_warmup_is_repdistillers_schedule_and_torchs_floats():
+    # RepDistiller's CIFAR-100 recipe, scaled down: 24 epochs, x0.1 after 15, 18 and 21 (of 240:
+    # 150, 180, 210), plus a 3-epoch linear warm-up
+    cfg = TrainConfig(
+        epochs=24, lr=0.05, optimizer="sgd", scheduler="multistep", milestones=(15, 18, 21), warmup_epochs=3
+    )
+    rates, _, _ = lr_schedule(cfg, 24)
+    assert rates == torch_rates(cfg, 24)  # torch's LambdaLR with the same factor: the same floats
+    hand = [0.05 * (e + 1) / 3 for e in range(3)] + [0.05] * 12 + [0.05 * 0.1] * 3 + [0.05 * 0.01] * 3
+    hand += [0.05 * 0.1**3] * 3
+    assert rates == pytest.approx(hand, rel=1e-12)
+    without = lr_schedule(TrainConfig(epochs=6, lr=1.0, scheduler="multistep", milestones=(2, 4)), 6)[0]
+    assert without == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01], rel=1e-12)
+
+
+def test_warmup_on_cosine_and_its_resume():
+    cfg = TrainConfig(epochs=10, lr=0.1, warmup_epochs=4)
+    straight, _, _ = lr_schedule(cfg, 10)
+    assert straight == torch_rates(cfg, 10)
+    cosine = [0.1 * (1 + math.cos(math.pi * e / 10)) / 2 for e in range(10)]
+    assert straight == pytest.approx([c * min(1, (e + 1) / 4) for e, c in enumerate(cosine)], rel=1e-12)
+    assert resumed_rates(cfg, 4, 6) == straight[4:]
 
 
 FIT_WITHOUT_DYNAMO = """

@@ -175,7 +175,7 @@ def test_each_network_of_a_cohort_learns_from_its_peers_fixed_predictions(small_
     method = METHODS["dml"]
     hp = method.resolve()
     logits = torch.full((len(train), 10), float("nan"))  # a teacher it must not read
-    setup = DistillSetup.build(method, hp, MEMBER, (40,), 10, None, train.x, logits)
+    setup = DistillSetup.build(method, hp, MEMBER, (40,), 10, None, train, logits)
     d = setup.distiller(hp, 0, len(train))
     assert len(d.extra["peers"]) == 1
     x, y, idx = train.x[:16], train.y[:16], torch.arange(16)

@@ -39,9 +39,7 @@ def ctx(small_splits):
     teacher = build_model({"family": "cnn1d", "channels": 16, "layers": 2}, (40,), 10)
     teacher = fit(teacher, train, val, TrainConfig(epochs=4, batch_size=64), scratch_objective()).model
     spec, kd = {"family": "mlp", "hidden": [16]}, METHODS["kd"]
-    setup = DistillSetup.build(
-        kd, kd.resolve(), spec, (40,), 10, None, train.x, predict_logits(teacher, train.x)
-    )
+    setup = DistillSetup.build(kd, kd.resolve(), spec, (40,), 10, None, train, predict_logits(teacher, train))
     return TrialContext(
         setup, {"logit_std": False}, None, train, val, TrainConfig(epochs=4, batch_size=64),
         OFF, {}, None, "tune/kd/t__s", "j",

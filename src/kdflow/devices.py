@@ -12,6 +12,12 @@ trains calls `acquire()` (through `kdflow.pipeline.smk.device()`) before CUDA st
   a crashed job never leaks a GPU. When every slot is held, it polls until one frees up.
 - no slot at all (no GPU, `KDFLOW_GPU_SLOTS=0`): a no-op; the job runs on the CPU.
 
+Several small jobs per GPU: a CIFAR ResNet-20 uses a few percent of a modern GPU, so aggregate
+throughput grows with jobs sharing one. `KDFLOW_JOBS_PER_GPU=N` makes N slots per device (slot k
+runs on device k mod devices, so jobs spread over the devices first); give Snakemake as many:
+
+    KDFLOW_JOBS_PER_GPU=4 snakemake --cores all --resources gpu=4    # one GPU, four jobs on it
+
 "Least used GPU" and round-robin both race (two jobs read the same state, pick the same device); a lock
 is taken by exactly one process. The lock directory (`KDFLOW_GPU_LOCK_DIR`, default
 `<tmp>/kdflow-gpu-slots`) is per machine and shared by all users, so concurrent pipelines share the GPUs.
@@ -27,6 +33,7 @@ import time
 from pathlib import Path
 
 SLOTS_ENV = "KDFLOW_GPU_SLOTS"
+JOBS_PER_GPU_ENV = "KDFLOW_JOBS_PER_GPU"
 LOCK_DIR_ENV = "KDFLOW_GPU_LOCK_DIR"
 POLL_SECONDS = 0.5  # a job waiting for a GPU waits for a whole training run anyway
 
@@ -35,12 +42,23 @@ _slot: int | None = None
 _lock_fd: int | None = None  # held open for the process's lifetime: the open fd is the lock
 
 
-def slot_count() -> int:
+def device_count() -> int:
     if os.environ.get(SLOTS_ENV, "").strip():
         return int(os.environ[SLOTS_ENV])
     import torch
 
     return torch.cuda.device_count()  # through NVML: counts without starting CUDA
+
+
+def jobs_per_device() -> int:
+    raw = os.environ.get(JOBS_PER_GPU_ENV, "").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{JOBS_PER_GPU_ENV}={raw!r}: allowed: a whole number >= 1 (jobs sharing one GPU)")
+    return int(raw)
+
+
+def slot_count() -> int:
+    return device_count() * jobs_per_device()
 
 
 def lock_dir() -> Path:
@@ -78,7 +96,7 @@ def acquire(timeout: float | None = None) -> int | None:
         print(f"kdflow: CUDA_VISIBLE_DEVICES={visible} was set before the job: using it", file=sys.stderr)
         _decided = True
         return None
-    n = slot_count()
+    n, devices = slot_count(), device_count()
     if n <= 0:
         _decided = True
         return None
@@ -91,8 +109,10 @@ def acquire(timeout: float | None = None) -> int | None:
             fd = _try_lock(root / f"gpu{slot}.lock")
             if fd is not None:
                 _decided, _slot, _lock_fd = True, slot, fd
-                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
-                print(f"kdflow: GPU slot {slot} of {n} (CUDA_VISIBLE_DEVICES={slot})", file=sys.stderr)
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % devices)
+                print(
+                    f"kdflow: GPU slot {slot} of {n} (CUDA_VISIBLE_DEVICES={slot % devices})", file=sys.stderr
+                )
                 return slot
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"no free GPU slot among {n} in {root} after {timeout} s")

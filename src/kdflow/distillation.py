@@ -2,16 +2,18 @@
 module, the teacher's outputs computed once, and the training objective.
 
     method, hp = METHODS["fitnets"], METHODS["fitnets"].resolve({"feat_weight": 50})
-    setup = DistillSetup.build(method, hp, spec, shape, n_cls, seed, teacher_model, train.x, cached_logits)
+    setup = DistillSetup.build(method, hp, spec, shape, n_cls, teacher_model, train, cached_logits)
     result = fit(setup.distiller, train, val, cfg, setup.objective())
     student = result.model.student            # exactly the architecture a scratch model has
 
 The method's modules (regressors, embeddings, memory banks) live beside the student in a
 `Distiller`, so one optimizer trains both, one checkpoint holds both (a killed job resumes
 exactly, CRD's memory bank included), and the saved model is the student alone. The teacher is
-frozen: its logits come from the cache (logits.pt) and its features, for the methods that read
-any, from one pass over the training split in eval mode without gradients at the start of the job
-(the training inputs do not change between epochs, so every epoch reuses them).
+frozen (eval mode, no gradients). Without augmentation its logits come from the cache (logits.pt)
+and its features, for the methods that read any, from one pass over the training split at the
+start of the job: the training inputs do not change between epochs, so every epoch reuses them.
+With augmentation (`live=True`) every batch is new, so the teacher runs on each batch as the
+student sees it (under the training loop's bf16 autocast when configured).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from kdflow.data import Split
 from kdflow.engine import Objective
 from kdflow.methods.base import Batch, Method, ModuleInfo
 from kdflow.models import build_model
@@ -41,27 +44,44 @@ class Distiller(nn.Module):
 
 @dataclass
 class Teacher:
-    """The teacher's outputs on the training split, indexed by sample."""
+    """The teacher's outputs for a training batch: looked up by sample index in its outputs on
+    the training split, or, with `model` set (live), computed from the batch itself."""
 
-    logits: torch.Tensor  # (N, C)
+    logits: torch.Tensor | None  # (N, C); None when live
     feats: dict[str, torch.Tensor]  # name -> (N, *feature shape); only the layers a method reads
+    model: nn.Module | None = None  # live: the frozen teacher, run on every batch
+    layers: tuple[str, ...] = ()  # live: the features a method reads
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @property
+    def live(self) -> bool:
+        return self.model is not None
+
+    def batch(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.model is not None:
+            return self._run(x)
         if self.logits.device != idx.device:  # a cache read on the CPU moves once, at the first step
             self.logits = self.logits.to(idx.device)
             self.feats = {k: v.to(idx.device) for k, v in self.feats.items()}
         return self.logits[idx], {k: v[idx] for k, v in self.feats.items()}
 
+    @torch.no_grad()
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = self.model.to(x.device).eval()  # eval whatever the student's mode: frozen BN statistics
+        if not self.layers:
+            return model(x), {}
+        logits, feats = model.forward_features(x)
+        return logits, {n: feats[n] for n in self.layers}
+
 
 @torch.no_grad()
-def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[str], batch_size: int = 1024) -> dict:
-    """`layers` of a frozen teacher (eval mode, no gradients) for every sample of `x`."""
+def teacher_features(model: nn.Module, data: Split, layers: list[str], batch_size: int = 1024) -> dict:
+    """`layers` of a frozen teacher (eval mode, no gradients) for every sample of `data`."""
     if not layers:
         return {}
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    for i in range(0, len(x), batch_size):
-        _, feats = model.forward_features(x[i : i + batch_size])
+    for i in range(0, len(data), batch_size):
+        _, feats = model.forward_features(data.inputs(slice(i, i + batch_size)))
         for n in layers:
             parts[n].append(feats[n])
     return {n: torch.cat(v) for n, v in parts.items()}
@@ -99,18 +119,27 @@ class DistillSetup:
         input_shape: tuple[int, ...],
         num_classes: int,
         teacher_model: nn.Module | None,
-        train_x: torch.Tensor,
-        teacher_logits: torch.Tensor,
+        train: Split,
+        teacher_logits: torch.Tensor | None,
+        live: bool = False,
     ) -> DistillSetup:
+        """`live`: the teacher runs on every batch (augmented inputs); `teacher_model` is then
+        required and `teacher_logits` unused."""
         probe = build_model(spec, input_shape, num_classes)  # names and shapes only
         s_layers, t_layers = [], []
         if method.feature_kind is not None:
             s_layers, t_layers = method.layers(
                 list(feature_shapes(probe, input_shape)), list(feature_shapes(teacher_model, input_shape)), hp
             )
-        feats = teacher_features(teacher_model, train_x, t_layers) if t_layers else {}
-        t_shapes = {n: tuple(v.shape[1:]) for n, v in feats.items()}
-        return cls(method, spec, input_shape, num_classes, s_layers, t_shapes, Teacher(teacher_logits, feats))
+        if live:
+            shapes = feature_shapes(teacher_model, input_shape)
+            t_shapes = {n: shapes[n] for n in t_layers}
+            teacher = Teacher(None, {}, teacher_model.eval().requires_grad_(False), tuple(t_layers))
+        else:
+            feats = teacher_features(teacher_model, train, t_layers) if t_layers else {}
+            t_shapes = {n: tuple(v.shape[1:]) for n, v in feats.items()}
+            teacher = Teacher(teacher_logits, feats)
+        return cls(method, spec, input_shape, num_classes, s_layers, t_shapes, teacher)
 
     def distiller(self, hp: dict, seed: int, n_train: int, pretrained: dict | None = None) -> Distiller:
         """A fresh student (the same initial weights as its scratch run for `seed`) and modules,
@@ -153,7 +182,7 @@ class DistillSetup:
 
         def step(model, x, y, idx, epoch):
             d = pretrain_of if pretrain_of is not None else model
-            t_logits, t_feats = teacher.batch(idx)
+            t_logits, t_feats = teacher.batch(idx, x)
             if pretrain_of is not None and method.pretrain.trains != "student":
                 s_logits, s_feats = None, {}  # one module trains alone: the student is not run
             else:

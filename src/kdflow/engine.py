@@ -6,16 +6,20 @@
     result.model      # weights of the epoch with the best validation accuracy (never test)
     result.history    # one dict per epoch: train_loss, train_<part>, val_acc, val_loss, lr
 
-Data live as tensors on the training device and are batched by index: the permutation of epoch e
-is drawn from a generator seeded with (seed, e), so the order is a pure function of the epoch and a
-resumed run sees the same batches. After every epoch the whole state (weights, optimizer,
-scheduler, best weights, history, torch RNG, and on a GPU its RNG too, so dropout continues its
-sequence rather than replaying it) is written atomically to `checkpoint`, skipped while
-the previous checkpoint is younger than `checkpoint_every_s` (a save costs ~25 ms, a quarter of a
-small model's epoch; jobs use 10 s, so a kill loses at most that); the last epoch is always saved.
-`fit` resumes from the checkpoint when it exists and was written for the same configuration. On
-CPU a resumed fit ends with the same weights, bit for bit, as one that ran straight through; on a
-GPU with deterministic cuDNN, within 1e-5 (tests/test_cuda.py).
+Data live as tensors on the training device (images as uint8) and are batched by index: the
+permutation of epoch e is drawn from a generator seeded with (seed, e), so the order is a pure
+function of the epoch and a resumed run sees the same batches. With `augment_crop`/`augment_flip`
+each training batch is cropped and flipped on the device (kdflow.data.augment, its draws a pure
+function of (seed, epoch, sample) too) before `Split.prep` converts and normalises it.
+
+After every epoch the whole state (weights, optimizer, scheduler, best weights, history, torch RNG,
+and on a GPU its RNG too, so dropout continues its sequence rather than replaying it) is written
+atomically to `checkpoint`, skipped while the previous checkpoint is younger than
+`checkpoint_every_s` (a save costs ~25 ms, a quarter of a small model's epoch; jobs use 10 s, so a
+kill loses at most that); the last epoch is always saved. `fit` resumes from the checkpoint when it
+exists and was written for the same configuration. On CPU a resumed fit ends with the same weights,
+bit for bit, as one that ran straight through; on a GPU with deterministic cuDNN, within 1e-5
+(tests/test_cuda.py).
 
 The optimizer steps over one flat buffer holding every parameter (kdflow.flat): one step instead of
 one per tensor, with the same weights bit for bit. It is kdflow.optim's AdamW or SGD, torch's
@@ -44,6 +48,7 @@ from kdflow import optim
 from kdflow.callbacks import Callback
 from kdflow.checkpoint import load_checkpoint, save_checkpoint
 from kdflow.data import Split
+from kdflow.data.augment import Augment
 from kdflow.flat import FlatParameters
 from kdflow.losses import ce_loss, kd_loss
 
@@ -54,8 +59,15 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 3e-3  # Adam-family default that trains these small nets in tens of epochs
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, nesterov)
-    scheduler: str = "cosine"  # "cosine" (per epoch, to 0) | "constant"
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
+    nesterov: bool = True  # sgd's Nesterov momentum (RepDistiller and mdistiller use plain momentum)
+    scheduler: str = "cosine"  # "cosine" (per epoch, to 0) | "constant" | "multistep"
+    milestones: tuple[int, ...] = ()  # multistep: epochs (0-based counts) after which lr *= gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up: epoch e < warmup_epochs trains at (e + 1) / warmup_epochs
+    augment_crop: int = 0  # random crop of images zero-padded by this many pixels (0: none)
+    augment_flip: bool = False  # random horizontal flip of images
+    channels_last: bool = False  # NHWC memory layout for image models (faster convolutions on GPUs)
     precision: str = "fp32"  # "bf16": forward/loss under bf16 autocast (weights and optimizer fp32)
     compile: bool = False  # torch.compile the model: pays on GPUs and long runs, not on small CPU jobs
     seed: int = 0
@@ -121,27 +133,30 @@ class FitResult:
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 4096
+    model: nn.Module, x: Split | torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 4096
 ) -> torch.Tensor:
-    """Logits in eval mode, without gradients, batched to bound memory. `y`: the labels, which a
-    model with `needs_labels` (an oracle ensemble, kdflow.models.ensemble) reads; others ignore them."""
+    """Logits in eval mode, without gradients, batched to bound memory. `x`: a Split (its inputs
+    converted and normalised batch by batch, its labels as `y`) or model-ready inputs. `y`: the
+    labels, which a model with `needs_labels` (an oracle ensemble, kdflow.models.ensemble) reads."""
     was_training = model.training
     model.eval()
+    if isinstance(x, Split):
+        split, y = x, x.y
+        inputs = lambda i: split.inputs(slice(i, i + batch_size))  # noqa: E731
+    else:
+        inputs = lambda i: x[i : i + batch_size]  # noqa: E731
     if getattr(model, "needs_labels", False):
         if y is None:
             raise ValueError(f"{type(model).__name__} chooses by the true label: its logits need y")
-        parts = [
-            model.oracle_logits(x[i : i + batch_size], y[i : i + batch_size])
-            for i in range(0, len(x), batch_size)
-        ]
+        parts = [model.oracle_logits(inputs(i), y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     else:
-        parts = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        parts = [model(inputs(i)) for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(parts)
 
 
 def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
-    logits = predict_logits(model, split.x, split.y)
+    logits = predict_logits(model, split)
     return {
         "acc": (logits.argmax(1) == split.y).float().mean().item(),
         "loss": F.cross_entropy(logits, split.y).item(),
@@ -157,11 +172,19 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """torch's per-tensor optimizer: for stacked students (kdflow.stacked), and the reference that
     make_flat_optimizer equals bit for bit."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, cfg.lr, momentum=0.9, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(params, cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _lr_factor(cfg: TrainConfig):
+    return optim.lr_factor(cfg.scheduler, cfg.epochs, cfg.milestones, cfg.gamma, cfg.warmup_epochs)
+
+
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if (factor := _lr_factor(cfg)) is not None:
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -170,15 +193,21 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 def make_flat_optimizer(param: torch.Tensor, cfg: TrainConfig) -> optim.AdamW | optim.SGD:
     """fit's optimizer over the one flat buffer: make_optimizer's update without torch.optim."""
     if cfg.optimizer == "sgd":
-        return optim.SGD(param, cfg.lr, weight_decay=cfg.weight_decay)
+        return optim.SGD(param, cfg.lr, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     return optim.AdamW(param, cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_flat_scheduler(opt: optim.AdamW | optim.SGD, cfg: TrainConfig) -> optim.CosineLR | optim.ConstantLR:
+def make_flat_scheduler(opt: optim.AdamW | optim.SGD, cfg: TrainConfig):
     """make_scheduler's rates, the same floats, for make_flat_optimizer's optimizer."""
+    if (factor := _lr_factor(cfg)) is not None:
+        return optim.FactorLR(opt, factor)
     if cfg.scheduler == "cosine":
         return optim.CosineLR(opt, cfg.epochs)
     return optim.ConstantLR(opt)
+
+
+def augmentation(cfg: TrainConfig) -> Augment:
+    return Augment(cfg.augment_crop, cfg.augment_flip)
 
 
 def fingerprint(*parts: object) -> str:
@@ -212,6 +241,8 @@ def fit(
     device = cfg.device
     on_cuda = torch.device(device).type == "cuda"
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     train = train.to(device)
     val = val.to(device) if val is not None else None
     flat = FlatParameters(model)  # one optimizer step over one buffer, not one per tensor
@@ -246,14 +277,26 @@ def fit(
         )
         step_model = torch.compile(model)
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.precision == "bf16")
+    aug = augmentation(cfg)
+    if aug and train.x.dim() != 4:
+        raise ValueError(
+            f"{stage}: augmentation crops and flips images (N, C, H, W); inputs are {tuple(train.x.shape)}"
+        )
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         model.train()
         perm = epoch_permutation(n, cfg.seed, epoch, device)
+        draws = [d.to(device) for d in aug.draws(n, cfg.seed, epoch)] if aug else None
         sums: dict[str, torch.Tensor] = {}
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
+            x = train.x[idx]
+            if draws is not None:
+                x = aug.apply(x, draws[0][idx], draws[1][idx])
+            x = train.prep(x)
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                parts = objective(step_model, train.x[idx], train.y[idx], idx, epoch)
+                parts = objective(step_model, x, train.y[idx], idx, epoch)
             opt.zero_grad()
             parts["loss"].backward()
             flat.collect_grads()

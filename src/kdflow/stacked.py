@@ -239,7 +239,7 @@ def fit_stacked(
         loss_sum = torch.zeros(len(live), device=device)
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            loss = kd_loss(stacked(train.x[idx]), teacher_logits[idx], train.y[idx], temps, alps)["loss"]
+            loss = kd_loss(stacked(train.inputs(idx)), teacher_logits[idx], train.y[idx], temps, alps)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
             opt.step()
@@ -247,7 +247,7 @@ def fit_stacked(
         lr = opt.param_groups[0]["lr"]
         sched.step()
 
-        logits = predict_logits(stacked, val.x)  # (K_live, N_val, C)
+        logits = predict_logits(stacked, val)  # (K_live, N_val, C)
         val_acc = (logits.argmax(-1) == val.y).float().mean(-1).tolist()
         train_loss = (loss_sum / n).tolist()
         metrics = {

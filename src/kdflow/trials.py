@@ -58,9 +58,11 @@ class TrialContext:
 
 def stackable(ctx: TrialContext) -> bool:
     """Trials can train as one stacked model: kd without logit standardisation (the stacked loop
-    computes kd's loss itself), on a family kdflow.stacked can stack."""
+    computes kd's loss itself, from the cached logits: not when the inputs are augmented), on a
+    family kdflow.stacked can stack."""
     return (
         ctx.setup.method.stackable
+        and not ctx.setup.teacher.live
         and not ctx.hp.get("logit_std")
         and can_stack(ctx.new_distiller({}).student)
     )

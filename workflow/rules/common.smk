@@ -93,6 +93,8 @@ def get_data_file():
     elif ds["name"] in ("npz", "imagefolder"):
         key = json.dumps([str(Path(ds["root"]).resolve()), ds.get("image_size")])
         suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    if ds["name"] != "mnist1d":
+        suffix += "-u8"  # images are stored as uint8 (files from before hold floats: not reused)
     return f"resources/{ds['name']}{suffix}.npz"
 
 

@@ -1,7 +1,7 @@
 """CIFAR-10 and CIFAR-100 from their python pickles, where torchvision keeps them:
 `<root>/cifar-10-batches-py/`, `<root>/cifar-100-python/` (never downloaded).
 
-    load_cifar10(Path("/data"), seed=0)    # x: (N, 3, 32, 32) in [0, 1]; 10 classes
+    load_cifar10(Path("/data"), seed=0)    # x: (N, 3, 32, 32) uint8; 10 classes
     load_cifar100(Path("/data"), seed=0)   # the 100 fine labels (the KD tables' task)
 
 The seed is unused: the train/test parts are the official ones.
@@ -21,8 +21,8 @@ from kdflow.data.raw import RawData
 def _batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         d = pickle.load(f, encoding="latin1")  # noqa: S301 - the dataset's own format
-    x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).astype(np.float32)
-    return x / 255.0, np.asarray(d[label_key], dtype=np.int64)
+    x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return x, np.asarray(d[label_key], dtype=np.int64)
 
 
 def load_cifar10(root: Path | None, seed: int) -> RawData:

@@ -3,7 +3,7 @@
 image is decoded once (RGB), resized to `image_size` (H, W), and stored with the dataset's arrays
 (the `prepare_data` job's .npz): training never decodes an image.
 
-    load_imagefolder(Path("/data/pets"), seed=0, image_size=(32, 32))   # x: (N, 3, 32, 32) in [0, 1]
+    load_imagefolder(Path("/data/pets"), seed=0, image_size=(32, 32))   # x: (N, 3, 32, 32) uint8
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _part(base: Path, names: list[str], size: tuple[int, int]) -> tuple[np.ndarr
             ys.append(label)
     if not xs:
         raise FileNotFoundError(f"no images ({', '.join(sorted(SUFFIXES))}) under {base}/<class>/")
-    return np.stack(xs).astype(np.float32) / 255.0, np.asarray(ys, dtype=np.int64)
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
 def load_imagefolder(root: Path | None, seed: int, image_size: tuple[int, int] = (32, 32)) -> RawData:

@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST from their four IDX files (plain or gzipped), where torchvision keeps
 them: `<root>/MNIST/raw/`, `<root>/FashionMNIST/raw/` (never downloaded).
 
-    load_mnist(Path("/data"), seed=0)           # x: (N, 1, 28, 28) in [0, 1]
+    load_mnist(Path("/data"), seed=0)           # x: (N, 1, 28, 28) uint8
     load_fashion_mnist(Path("/data"), seed=0)
 
 The seed is unused: the train/test parts are the official ones.
@@ -40,8 +40,8 @@ def _load(root: Path | None, name: str, sub: str) -> RawData:
     def read(stem: str) -> np.ndarray:
         return read_idx(files.found(base, f"{sub}/{stem}"))
 
-    def images(stem: str) -> np.ndarray:  # (N, 1, 28, 28), scaled to [0, 1]
-        return read(stem)[:, None].astype(np.float32) / 255.0
+    def images(stem: str) -> np.ndarray:  # (N, 1, 28, 28) uint8
+        return np.ascontiguousarray(read(stem)[:, None], dtype=np.uint8)
 
     return RawData(
         images("train-images-idx3-ubyte"),

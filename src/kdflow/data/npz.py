@@ -3,7 +3,7 @@
 labels 0..K-1). Checked before any job by kdflow.dataset_files.check_npz (torch-free: the arrays'
 headers and the labels).
 
-    load_npz(Path("/data/mine"), seed=0)   # x: (N, C, H, W) in [0, 1]
+    load_npz(Path("/data/mine"), seed=0)   # x: (N, C, H, W) uint8
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _part(path: Path) -> tuple[np.ndarray, np.ndarray]:
         x, y = z["x"], z["y"].astype(np.int64)
     kind = files.layout(x.shape)
     x = x[:, None] if kind == "NHW" else np.transpose(x, (0, 3, 1, 2)) if kind == "NHWC" else x
-    return np.ascontiguousarray(x).astype(np.float32) / 255.0, y
+    return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
 def load_npz(root: Path | None, seed: int) -> RawData:

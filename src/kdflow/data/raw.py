@@ -19,7 +19,7 @@ from kdflow.atomic import atomic_write
 class RawData:
     """Arrays as a dataset ships them: the official train and test parts."""
 
-    x_train: np.ndarray  # (N, *input_shape) float32
+    x_train: np.ndarray  # (N, *input_shape): float32 signals, uint8 images (kdflow.data.splits normalises)
     y_train: np.ndarray  # (N,) int64
     x_test: np.ndarray
     y_test: np.ndarray

@@ -2,7 +2,7 @@
 keeps them (never downloaded): X (32, 32, 3, N) uint8, y (N, 1) with 10 for the digit 0, which
 becomes label 0 as torchvision maps it.
 
-    load_svhn(Path("/data"), seed=0)   # x: (N, 3, 32, 32) in [0, 1]
+    load_svhn(Path("/data"), seed=0)   # x: (N, 3, 32, 32) uint8
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _part(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat  # MATLAB v5 files; scipy comes with scikit-learn
 
     m = loadmat(path)
-    x = np.transpose(m["X"], (3, 2, 0, 1)).astype(np.float32) / 255.0  # (N, 3, 32, 32)
+    x = np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1)), dtype=np.uint8)  # (N, 3, 32, 32)
     y = m["y"].astype(np.int64).reshape(-1) % 10  # 10 -> 0
     return x, y
 

@@ -36,7 +36,7 @@ from kdflow.checkpoint import (
     save_model,
 )
 from kdflow.distillation import DistillSetup
-from kdflow.engine import TrainConfig, fingerprint, fit, predict_logits, scratch_objective
+from kdflow.engine import TrainConfig, augmentation, fingerprint, fit, predict_logits, scratch_objective
 from kdflow.engine import evaluate as evaluate_split
 from kdflow.methods import METHODS
 from kdflow.metrics import agreement, expected_calibration_error, throughput
@@ -161,14 +161,27 @@ class MethodRef:
     hp: dict  # resolved: the authors' defaults, the config's values, the tuned values
 
 
-def distill_setup(spec: dict, teacher: TeacherRef, method: MethodRef, train_split: datamod.Split):
-    """The teacher's metadata and a DistillSetup for `method` (teacher features computed once)."""
+def distill_setup(
+    spec: dict, teacher: TeacherRef, method: MethodRef, train_split: datamod.Split, cfg: TrainConfig
+):
+    """The teacher's metadata and a DistillSetup for `method`: the teacher's outputs from its
+    cache (features computed once), or, when `cfg` augments the inputs, from the teacher run live
+    on every batch. Which one is printed to the job's log."""
     shape, n_cls = datamod.input_shape(train_split), datamod.num_classes(train_split)
     t_meta, cache = load_teacher(teacher)
     m = METHODS[method.method]
-    t_model = load_model(teacher.model, t_meta["model_sha256"]) if m.feature_kind else None
-    setup = DistillSetup.build(m, method.hp, spec, shape, n_cls, t_model, train_split.x, cache["train"])
+    live = bool(augmentation(cfg))
+    t_model = load_model(teacher.model, t_meta["model_sha256"]) if m.feature_kind or live else None
+    setup = DistillSetup.build(m, method.hp, spec, shape, n_cls, t_model, train_split, cache["train"], live)
+    print(f"teacher outputs: {teacher_outputs(cfg)}", flush=True)
     return t_meta, setup
+
+
+def teacher_outputs(cfg: TrainConfig) -> str:
+    """How a distillation job with `cfg` gets its teacher's outputs (job log, MLflow parameter)."""
+    if augmentation(cfg):
+        return "live (augmented inputs: the frozen teacher runs on every batch)"
+    return "cached (logits.pt; features computed once at the start)"
 
 
 def train(
@@ -203,7 +216,7 @@ def train(
         run_key = json.dumps([spec, info.method, data_hash])
         method_params = {}
     else:
-        t_meta, setup = distill_setup(spec, teacher, method, train_split)
+        t_meta, setup = distill_setup(spec, teacher, method, train_split, cfg)
         state = load_checkpoint(pretrained)["distiller"] if pretrained is not None else None
         model = setup.distiller(method.hp, cfg.seed, len(train_split), state)
         start = sha256(pretrained) if pretrained is not None else "none"
@@ -212,7 +225,7 @@ def train(
             [spec, info.method, method.method, method.hp, data_hash, t_meta["model_sha256"], start],
             default=str,
         )
-        method_params = {"method_name": method.method, **method.hp}
+        method_params = {"method_name": method.method, **method.hp, "teacher_outputs": teacher_outputs(cfg)}
         tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
 
     student = model.student if teacher is not None else model
@@ -289,7 +302,7 @@ def pretrain(
     validation, and write the student and modules as they end to `out` (a resume checkpoint
     beside it makes it killable like any training job)."""
     train_split, val_split = data.load("train"), data.load("val")
-    t_meta, setup = distill_setup(spec, teacher, method, train_split)
+    t_meta, setup = distill_setup(spec, teacher, method, train_split, cfg)
     m = METHODS[method.method]
     d = setup.distiller(method.hp, cfg.seed, len(train_split))
     trains = setup.stage_module(d)
@@ -439,8 +452,8 @@ def cache_logits(*, data: DataRef, model_file: Path, fit_json: Path, out: Path) 
     save_checkpoint(
         out,
         {
-            "train": predict_logits(model, train.x, train.y),  # (N_train, C)
-            "val": predict_logits(model, val.x, val.y),  # (N_val, C)
+            "train": predict_logits(model, train),  # (N_train, C)
+            "val": predict_logits(model, val),  # (N_val, C)
             "teacher_sha256": meta["model_sha256"],
         },
     )
@@ -460,7 +473,7 @@ def evaluate(
     meta = read_json(fit_json)
     model = load_model(model_file, meta["model_sha256"])
     test = data.load("test")
-    logits = predict_logits(model, test.x, test.y)  # an oracle ensemble reads the labels
+    logits = predict_logits(model, test)  # an oracle ensemble reads the labels
     probs = logits.softmax(1)
     metrics = {
         "test_acc": (logits.argmax(1) == test.y).float().mean().item(),
@@ -468,11 +481,13 @@ def evaluate(
         "test_ece": expected_calibration_error(probs, test.y),
         "num_params": count_parameters(model),
         # an oracle ensemble cannot run without the labels: it has no deployable throughput
-        "throughput": float("nan") if getattr(model, "needs_labels", False) else throughput(model, test.x),
+        "throughput": float("nan")
+        if getattr(model, "needs_labels", False)
+        else throughput(model, test.inputs()),
     }
     if teacher_model is not None:
         t_meta = read_json(teacher_fit_json)
-        t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test.x, test.y)
+        t_logits = predict_logits(load_model(teacher_model, t_meta["model_sha256"]), test)
         metrics["teacher_agreement"] = agreement(logits, t_logits)
     row = {**{k: meta.get(k) for k in _ROW_KEYS}, **meta.get("hp", {}), **metrics}
     write_json(out, row)

@@ -110,7 +110,7 @@ def tune_worker(
     student's family allows it (kdflow.stacked), at most an even share of the study per worker."""
     started = read_json(run_file)
     train_split, val_split = study.data.load("train"), study.data.load("val")
-    t_meta, setup = distill_setup(study.spec, study.teacher, study.method, train_split)
+    t_meta, setup = distill_setup(study.spec, study.teacher, study.method, train_split, study.cfg)
     pretrained = load_checkpoint(study.pretrained)["distiller"] if study.pretrained else None
     tags = {**study.tags(t_meta), "tune_worker": worker}
     name = f"{study.run_name}/worker{worker}"
