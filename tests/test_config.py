@@ -181,3 +181,51 @@ def test_unwritable_results_dir_is_refused(tmp_path):
         pytest.skip("root can write anywhere")
     with pytest.raises(ConfigError, match="results_dir"):
         check_config({"results_dir": str(locked / "r")})
+
+
+def test_a_recipe_sits_beneath_the_config_and_its_method_and_family_defaults_reach_the_rows():
+    cfg = check_config(
+        {
+            "recipe": "repdistiller_cifar100",
+            "dataset": {"name": "digits"},
+            "models": {
+                "t": {"family": "resnet8"},
+                "s": {"family": "mobilenetv2"},
+                "s2": {"family": "shufflev1", "train": {"lr": 0.02}},
+            },
+            "pairs": [{"teacher": "t", "student": "s"}, {"teacher": "t", "student": "s2"}],
+            "methods": [
+                "kd",
+                {"method": "kd", "name": "kd_t2", "params": {"temperature": 2}},
+                {"method": "kd", "name": "kd_tuned", "search": {"alpha": {"low": 0, "high": 1}}},
+                "fitnets",
+            ],
+            "train": {"epochs": 240, "batch_size": 128},  # the config's own values win
+        }
+    )
+    train = cfg["train"]
+    assert (train["lr"], train["batch_size"], train["optimizer"], train["nesterov"]) == (
+        0.05,
+        128,
+        "sgd",
+        False,
+    )
+    assert train["milestones"] == [150, 180, 210] and train["augment"] == {"crop": 4, "flip": True}
+    assert cfg["tuning"]["enabled"] is False
+    assert "train" not in cfg["models"]["t"]  # resnet8 keeps the shared rate
+    assert cfg["models"]["s"]["train"] == {"lr": 0.01}  # the recipe's rate for MobileNetV2
+    assert cfg["models"]["s2"]["train"] == {"lr": 0.02}  # a model's own block wins over its family's
+    kd, kd_t2, kd_tuned, fitnets = cfg["methods"]
+    assert kd == {"method": "kd", "params": {"temperature": 4, "alpha": 0.9}}
+    assert kd_t2["params"] == {"temperature": 2, "alpha": 0.9}  # a row's own value wins
+    assert kd_tuned["params"] == {"temperature": 4} and "alpha" in kd_tuned["search"]  # searched stays tuned
+    assert fitnets == "fitnets"  # the recipe sets nothing for it
+
+
+def test_a_recipe_can_be_a_path_and_its_keys_are_validated_like_the_configs(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("train: {epochs: 7, lr: 0.5}\n")
+    assert check_config({"recipe": str(recipe)})["train"]["epochs"] == 7
+    recipe.write_text("train: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match="'train.epochs'"):
+        check_config({"recipe": str(recipe)})

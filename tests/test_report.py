@@ -267,3 +267,34 @@ def test_sweeps_add_their_pairs_once_and_name_an_undefined_model():
     assert [p["teacher"] for p in c["pairs"]] == ["t2", "t1"]  # t2 -> s was declared: not twice
     with pytest.raises(ConfigError, match=r"config key 'sweeps\[0\].teachers\[1\]': model 't9'"):
         check_config({"models": models, "sweeps": [{"student": "s", "teachers": ["t1", "t9"]}]})
+
+
+def test_published_numbers_sit_beside_the_measured_ones_with_their_source_and_difference(tmp_path):
+    published = {
+        "values": {"big__small": {"teacher": 91.5, "student": 59.0, "kd": 66.25}},
+        "sources": {"kd": "RepDistiller README (last epoch)"},
+        "note": "Theirs: best test epoch.",
+    }
+    table = report.summarize(pd.DataFrame(make_rows()), PAIRS, METHODS)
+    text = report.published_markdown(table, published["values"], published["sources"])
+    lines = text.splitlines()
+    kd = ACC["kd", "big__small"]
+    want = f"{100 * mean(kd):.2f} ± {100 * stdev(kd):.2f} | 66.25 | {100 * mean(kd) - 66.25:+.2f}"
+    assert f"| big → small | kd | {want} | RepDistiller README (last epoch) |" in lines
+    scratch = ACC["scratch", "small"]
+    measured = f"{100 * mean(scratch):.2f} ± {100 * stdev(scratch):.2f}"
+    assert f"| big → small | student (scratch) | {measured} | 59.00 | " in text
+    assert len(lines) == 2 + 3  # header, rule, one line per published number
+    paths = report_paths(tmp_path)
+    report.write_report(
+        metric_files=write_rows(tmp_path, make_rows()),
+        trial_files=trial_files(tmp_path),
+        pairs=PAIRS,
+        methods=METHODS,
+        experiment="e",
+        tracking=TrackingSpec(False, "sqlite:///unused.db", "e", None),
+        published=published,
+        **paths,
+    )
+    md = paths["markdown"].read_text()
+    assert "## Published numbers beside ours" in md and "Theirs: best test epoch." in md and text in md

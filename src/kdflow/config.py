@@ -31,10 +31,12 @@ from kdflow.registry import (
     VECTOR_BLOCKS,
     block_channels,
     feature_names,
+    input_problem,
 )
 from kdflow.tracking import redact
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RECIPES = Path(__file__).resolve().parents[2] / "config" / "recipes"  # `recipe: <name>` -> <name>.yaml
 
 
 NAME = re.compile(r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*")
@@ -128,6 +130,7 @@ def fill_defaults(config: dict, schema: dict, root: dict | None = None) -> None:
 
 def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate `config` in place (defaults filled); raise ConfigError naming the first bad key."""
+    _apply_recipe(config)
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
@@ -137,8 +140,83 @@ def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         config["pairs"] = []  # the sweeps are the pairs, not the default ones
     fill_defaults(config, schema)
     _expand_sweeps(config)
+    _apply_family_train(config)
+    _apply_method_params(config)
     _check_semantics(config)
     return config
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe by name (config/recipes/<name>.yaml) or by its path."""
+    return Path(name) if name.endswith((".yaml", ".yml")) else RECIPES / f"{name}.yaml"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key, anything else in `over` replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _apply_recipe(config: dict) -> None:
+    """Put the config's `recipe` beneath it (in place): the recipe's keys are defaults."""
+    name = config.get("recipe")
+    if not name:
+        return
+    path = recipe_path(str(name))
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPES.glob("*.yaml"))
+        raise ConfigError(
+            f"config key 'recipe': {name!r} is not a recipe ({path} does not exist); "
+            f"allowed: {', '.join(known)}, or a path to a .yaml file"
+        )
+    recipe = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(recipe, dict) or "recipe" in recipe:
+        raise ConfigError(
+            f"config key 'recipe': {path} must be a mapping of config keys, without a recipe of its own"
+        )
+    merged = _merge(recipe, config)
+    config.clear()
+    config.update(merged)
+
+
+def _apply_family_train(c: dict) -> None:
+    """`family_train` into each model's own `train:` block, beneath what the model sets itself."""
+    for family, settings in c["family_train"].items():
+        if family not in FAMILIES:
+            raise ConfigError(
+                f"config key 'family_train.{family}': not a model family; allowed: {', '.join(FAMILIES)}"
+            )
+        for spec in c["models"].values():
+            if spec.get("family") == family:
+                spec["train"] = {**settings, **spec.get("train", {})}
+
+
+def _apply_method_params(c: dict) -> None:
+    """`method_params` into each row of its method, beneath the row's own params and searches."""
+    defaults = c["method_params"]
+    for method, values in defaults.items():
+        if method not in METHODS:
+            raise ConfigError(
+                f"config key 'method_params.{method}': unknown method; allowed: {', '.join(METHODS)}"
+            )
+        for p in values:
+            if p not in METHODS[method].params:
+                raise ConfigError(
+                    f"config key 'method_params.{method}.{p}': not a hyperparameter of {method!r}; "
+                    f"allowed: {', '.join(METHODS[method].params)}"
+                )
+    for i, entry in enumerate(c["methods"]):
+        name = entry if isinstance(entry, str) else entry.get("method")
+        if name not in defaults:
+            continue
+        entry = {"method": entry} if isinstance(entry, str) else dict(entry)
+        own, searched = entry.get("params", {}), entry.get("search", {})
+        if isinstance(own, dict) and isinstance(searched, dict):
+            inherited = {k: v for k, v in defaults[name].items() if k not in own and k not in searched}
+            entry["params"] = {**inherited, **own}
+        c["methods"][i] = entry
 
 
 def _expand_sweeps(c: dict) -> None:
@@ -197,6 +275,8 @@ def _check_semantics(c: dict) -> None:
         )
 
     rank = DATASET_RANK[c["dataset"]["name"]]
+    _check_train_blocks(c, rank)
+    _check_published(c)
     for name, spec in models.items():
         if "snapshot_of" in spec or "ensemble" in spec:
             continue  # made of other models, checked as those
@@ -212,6 +292,11 @@ def _check_semantics(c: dict) -> None:
             raise ConfigError(
                 f"config key 'models.{name}.family': {family!r} does not take the {rank}-D inputs "
                 f"of dataset {c['dataset']['name']!r}"
+            )
+        if problem := input_problem(spec, input_shape(c["dataset"])):
+            raise ConfigError(
+                f"config key 'models.{name}.family': {problem} (dataset {c['dataset']['name']!r}); "
+                "choose a family that downsamples less, or fewer layers"
             )
         if family == "resnet" and (spec.get("depth", 20) - 2) % 6:
             raise ConfigError(
@@ -236,6 +321,58 @@ def _check_semantics(c: dict) -> None:
     existing = next(p for p in [results, *results.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"config key 'results_dir': {str(results)!r} is not writable (checked {existing})")
+
+
+def _check_train_blocks(c: dict, rank: int) -> None:
+    """Per model, what its train settings (shared, family, own) say together: augmentation on
+    images only, milestones within the epochs, a warm-up shorter than training."""
+    for name in plan.trained_models(c):
+        own = c["models"][name].get("train", {})
+        settings = {**c["train"], **own}
+
+        def key(k: str, name=name, own=own) -> str:
+            return f"models.{name}.train.{k}" if k in own else f"train.{k}"
+
+        augment = settings.get("augment", {})
+        if (augment.get("crop", 0) or augment.get("flip", False)) and rank != 3:
+            raise ConfigError(
+                f"config key '{key('augment')}': augmentation crops and flips images, and dataset "
+                f"{c['dataset']['name']!r} has 1-D inputs; allowed here: {{}} (none)"
+            )
+        epochs, milestones = settings["epochs"], settings.get("milestones", [])
+        if settings["scheduler"] == "multistep" and not milestones:
+            raise ConfigError(
+                f"config key '{key('milestones')}': scheduler multistep needs milestones (epochs)"
+            )
+        if settings["scheduler"] != "multistep" and milestones:
+            raise ConfigError(
+                f"config key '{key('milestones')}': only scheduler multistep reads milestones; "
+                f"it is {settings['scheduler']!r}"
+            )
+        late = [m for m in milestones if m >= epochs]
+        if late:
+            raise ConfigError(
+                f"config key '{key('milestones')}': {late} are not before the last of {epochs} epochs "
+                f"(model {name!r}); allowed: 1 to {epochs - 1}"
+            )
+        if settings.get("warmup_epochs", 0) >= epochs:
+            raise ConfigError(
+                f"config key '{key('warmup_epochs')}': {settings['warmup_epochs']} warm-up epochs of "
+                f"{epochs} (model {name!r}); allowed: 0 to {epochs - 1}"
+            )
+
+
+def _check_published(c: dict) -> None:
+    """Published numbers name rows the report has: teacher, student, or a method row."""
+    rows = ["teacher", "student", *(plan.method_spec(e).name for e in c["methods"])]
+    places = [(f"pairs[{i}].published", p.get("published", {})) for i, p in enumerate(c["pairs"])]
+    places.append(("published.sources", c["published"]["sources"]))
+    for where, values in places:
+        for row in values:
+            if row not in rows:
+                raise ConfigError(
+                    f"config key '{where}.{row}': not a row of this experiment; allowed: {', '.join(rows)}"
+                )
 
 
 def input_shape(ds: dict) -> tuple[int, ...]:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kdflow.pipeline.smk import job_log, method_rows, tracking_spec
+from kdflow.pipeline.smk import job_log, method_rows, published, tracking_spec
 from kdflow.report import write_report
 
 sm = snakemake  # noqa: F821
@@ -22,4 +22,5 @@ with job_log(sm.log[0]):
         method_rows=method_rows(sm.config),
         sweeps=sm.config["sweeps"],
         sweep_plots=[Path(p) for p in sm.output.sweeps],
+        published=published(sm.config),
     )

@@ -98,7 +98,14 @@ def train_settings(config: dict, seed: int, model: str) -> TrainConfig:
     """The top-level train settings with the model's own `train:` overrides on top, on the CPU:
     for jobs that do not train (they must not take a GPU slot)."""
     settings = {**config["train"], **config["models"][model].get("train", {})}
-    return TrainConfig(**settings, seed=int(seed))
+    augment = settings.pop("augment", {})
+    settings["milestones"] = tuple(settings.get("milestones", ()))
+    return TrainConfig(
+        **settings,
+        augment_crop=augment.get("crop", 0),
+        augment_flip=augment.get("flip", False),
+        seed=int(seed),
+    )
 
 
 def train_config(config: dict, seed: int, model: str) -> TrainConfig:
@@ -154,6 +161,17 @@ def edge_job(config: dict, rule: str, wildcards, inputs, spec: dict) -> dict:
         "method": method_ref(config, method, inputs.get("tuned")),
         "checkpoint_every_s": checkpoint_every_s(),
     }
+
+
+def published(config: dict) -> dict:
+    """The published numbers a config quotes, for the report: {values: {pair lineage: {row: %}},
+    sources: {row: where from}, note: the protocol behind them}."""
+    values = {
+        plan.Pair((p["teacher"], *p.get("assistants", []), p["student"])).lineage: p["published"]
+        for p in config["pairs"]
+        if p.get("published")
+    }
+    return {"values": values, **config["published"]}
 
 
 def method_rows(config: dict) -> list[dict]:

@@ -36,6 +36,7 @@ from kdflow.report.tables import (
     pair_label,
     paired_deltas,
     parquet_safe,
+    published_markdown,
     summarize,
     sweep_markdown,
     sweep_table,
@@ -66,6 +67,7 @@ __all__ = [
     "model_summary",
     "pair_label",
     "paired_deltas",
+    "published_markdown",
     "parquet_safe",
     "plot_accuracy",
     "plot_deltas",
@@ -95,8 +97,11 @@ def write_report(
     method_rows: list[dict] = (),
     sweeps: list[dict] = (),
     sweep_plots: list[Path] = (),
+    published: dict | None = None,
 ) -> pd.DataFrame:
-    """The report; `method_rows` (kdflow.pipeline.smk.method_rows) says where each method row comes from."""
+    """The report; `method_rows` (kdflow.pipeline.smk.method_rows) says where each method row comes
+    from; `published` ({"values": {pair: {row: %}}, "sources": {row: str}, "note": str}: the
+    numbers a config quotes from papers, kdflow.pipeline.smk.published) are printed beside ours."""
     rows = load_rows(metric_files)
     table = summarize(rows, pairs, methods)
     n_seeds = rows.seed.nunique()
@@ -137,6 +142,7 @@ def write_report(
             "(scratch): trained from labels alone. Bold: the best method of each pair. Models were "
             "selected (best epoch) and tuned on the validation split only.",
             accuracy_markdown(table, pairs, methods, n_seeds),
+            *(_published_section(table, published) if published and published["values"] else []),
             *(["## Methods", methods_markdown(list(method_rows))] if method_rows else []),
             *(["## Capacity gap", *sweep_text] if sweep_text else []),
             f"## Difference from {BASELINE}",
@@ -157,3 +163,13 @@ def write_report(
         for p in (markdown, summary, accuracy_plot, deltas_plot, tuning_plot, *sweep_plots):
             run.log_artifact(p)
     return table
+
+
+def _published_section(table: pd.DataFrame, published: dict) -> list[str]:
+    note = published.get("note") or ""
+    return [
+        "## Published numbers beside ours",
+        "Test accuracy (%) measured here (mean ± std over the seeds) and as published. "
+        "The protocols differ: kdflow selects the epoch on its validation split and never on test. " + note,
+        published_markdown(table, published["values"], published.get("sources", {})),
+    ]

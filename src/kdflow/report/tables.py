@@ -114,6 +114,25 @@ def accuracy_markdown(table: pd.DataFrame, pairs: list[str], methods: list[str],
     return "\n".join(lines)
 
 
+def published_markdown(table: pd.DataFrame, published: dict, sources: dict) -> str:
+    """Measured test accuracy beside the published one, for each (pair, row) the config gives a
+    published number: `published` is {pair lineage: {row: %}}, its rows teacher, student or a
+    method row; `sources` {row: where its numbers come from}."""
+    cells = {(r.pair, r.row): r for r in table.itertuples()}
+    lines = [
+        "| pair | row | measured | published | measured − published | source |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for pair, values in published.items():
+        for row, value in values.items():
+            r = cells.get((pair, STUDENT if row == "student" else row))
+            measured = "-" if r is None else _pm(r.test_acc_mean, r.test_acc_std, 100)
+            diff = "-" if r is None or pd.isna(r.test_acc_mean) else f"{100 * r.test_acc_mean - value:+.2f}"
+            label, source = STUDENT if row == "student" else row, sources.get(row, "-")
+            lines.append(f"| {pair_label(pair)} | {label} | {measured} | {value:.2f} | {diff} | {source} |")
+    return "\n".join(lines)
+
+
 def methods_markdown(rows: list[dict]) -> str:
     """Where each row's method comes from: {row, method, paper, source, params, reconstruction};
     a method rebuilt from an incomplete description says so, and which parts are whose, below."""
