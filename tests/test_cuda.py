@@ -200,3 +200,53 @@ def test_acquire_without_cuda_visible_devices_gives_torch_exactly_one_gpu(tmp_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+def image_task(n_train=512, n_val=128):
+    """uint8 8x8 images whose label is the brightest of 10 fixed regions' sums (learnable)."""
+    from kdflow.data.splits import channel_stats
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_train + n_val, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = x.float().mean(1).flatten(1)[:, :10].argmax(1)
+    mean, std = channel_stats(x[:n_train].numpy())
+    return Split(x[:n_train], y[:n_train], mean, std), Split(x[n_train:], y[n_train:], mean, std)
+
+
+def test_uint8_images_augmented_on_cuda_with_a_live_teacher_resume(tmp_path, deterministic_cudnn):
+    from kdflow.engine import live_kd_objective
+
+    train, val = image_task()
+    torch.manual_seed(1)
+    teacher = build_model({"family": "resnet8"}, (3, 8, 8), 10).cuda()
+    cfg = replace(CFG, epochs=4, augment_crop=1, augment_flip=True)
+
+    def student():
+        torch.manual_seed(0)
+        return build_model({"family": "resnet8"}, (3, 8, 8), 10)
+
+    straight = fit(student(), train, val, cfg, live_kd_objective(teacher, 4.0, 0.9))
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            student(),
+            train,
+            val,
+            cfg,
+            live_kd_objective(teacher, 4.0, 0.9),
+            checkpoint=ckpt,
+            callbacks=[StopAt(2)],
+        )
+    resumed = fit(student(), train, val, cfg, live_kd_objective(teacher, 4.0, 0.9), checkpoint=ckpt)
+    a, b = cpu_state(straight.model), cpu_state(resumed.model)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-4), k
+    # the fast options train too: bf16 autocast (the live teacher under it) and channels_last
+    fast = fit(
+        student(),
+        train,
+        val,
+        replace(cfg, precision="bf16", channels_last=True),
+        live_kd_objective(teacher, 4.0, 0.9),
+    )
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in fast.history)

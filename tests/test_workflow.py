@@ -79,6 +79,34 @@ def test_dry_run_of_the_progressive_example_tunes_every_supervised_row_per_pair(
     assert planned["tune_select"] == (n_rows - 1) * n_pairs  # diffrep_nosup: nothing to tune
 
 
+def test_dry_run_of_the_cifar100_benchmark_on_files_in_cifar100s_format(tmp_path):
+    """The field's table plans on a CIFAR-100 root (tiny files in the real pickle format): the
+    recipe, the zoo, every method on every pair it allows, the published numbers accepted."""
+    import pickle
+
+    import numpy as np
+
+    base = tmp_path / "data" / "cifar-100-python"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 300), ("test", 100)):
+        rows = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": list(range(100)) * (n // 100),
+        }
+        (base / part).write_bytes(pickle.dumps({**rows, "coarse_labels": [0] * n}))
+    example = yaml.safe_load((REPO / "config" / "examples" / "cifar100_benchmark.yaml").read_text())
+    example["dataset"]["root"] = str(tmp_path / "data")
+    planned = planned_jobs(ok(snakemake(tmp_path, example, "--dry-run")))
+    n_pairs, n_seeds = len(example["pairs"]), len(example["seeds"])
+    cells = sum(
+        len(m["pairs"]) if isinstance(m, dict) and "pairs" in m else n_pairs for m in example["methods"]
+    )
+    assert planned["distill"] == cells * n_seeds
+    assert planned["train"] == len(example["models"]) * n_seeds
+    assert "tune_select" not in planned  # the recipe's protocol fixes every value
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tmp_path):
     ok(snakemake(tmp_path, TINY, "--cores", "2"))
