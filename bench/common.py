@@ -1,7 +1,7 @@
-"""What the benchmarks share: their MNIST-1D splits, the reference KD loop, the figure formatter,
-and the tuning benchmarks' edge, options and trial context.
+"""What the benchmarks share: their MNIST-1D splits, CIFAR-shaped synthetic image splits, the
+reference KD loop, the figure formatter, and the tuning benchmarks' edge, options and trial context.
 
-from bench.common import mnist1d_splits, reference_fit, mmm
+from bench.common import mnist1d_splits, cifar_like_splits, reference_fit, mmm
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import argparse
 import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdflow import data
 from kdflow.data import Split
+from kdflow.data.splits import channel_stats
 from kdflow.engine import TrainConfig, fit, make_optimizer, make_scheduler, scratch_objective
 from kdflow.models import Classifier, build_model
 
@@ -31,6 +33,20 @@ def mnist1d_splits() -> tuple[Split, Split]:
     if not DATA.exists():
         data.save_raw(data.load_mnist1d(None, 42), DATA)
     return data.load_split(DATA, "train", 0.2, 0), data.load_split(DATA, "val", 0.2, 0)
+
+
+def cifar_like_splits(n_train: int, n_val: int, classes: int = 100, seed: int = 0) -> tuple[Split, Split]:
+    """Random uint8 32x32x3 images with random labels (no signal: for timing only), stored as kdflow
+    stores CIFAR: uint8 (N, 3, 32, 32), normalised by the training part's channel statistics."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n_train + n_val, 3, 32, 32), dtype=np.uint8)
+    y = torch.from_numpy(rng.integers(0, classes, n_train + n_val))
+    mean, std = channel_stats(x[:n_train])
+    x = torch.from_numpy(x)
+    return (
+        Split(x[:n_train], y[:n_train], mean, std),
+        Split(x[n_train:], y[n_train:], mean, std),
+    )
 
 
 def reference_fit(student, teacher, train: Split, val: Split, cfg: TrainConfig) -> float:
@@ -111,6 +127,6 @@ def kd_trial_context(teacher_logits, train: Split, val: Split, cfg: TrainConfig,
 
     kd = METHODS["kd"]
     fixed = {k: v for k, v in kd.resolve().items() if k not in KD_SPACE}
-    setup = DistillSetup.build(kd, kd.resolve(), STUDENT, (40,), 10, None, train.x, teacher_logits)
+    setup = DistillSetup.build(kd, kd.resolve(), STUDENT, (40,), 10, None, train, teacher_logits)
     off = TrackingSpec(False, "", "bench", "")
     return TrialContext(setup, fixed, None, train, val, cfg, off, {}, None, "tune/bench", journal)

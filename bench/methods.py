@@ -92,7 +92,7 @@ def measure(row: Row, train: Split, val: Split, cfg: TrainConfig) -> dict:
     start = time.perf_counter()
     # As kdflow.pipeline.jobs.distill_setup: the teacher model only for methods that read its features.
     teacher_model = t.model if m.feature_kind else None
-    setup = DistillSetup.build(m, hp, STUDENT, SHAPE, CLASSES, teacher_model, train.x, t.logits)
+    setup = DistillSetup.build(m, hp, STUDENT, SHAPE, CLASSES, teacher_model, train, t.logits)
     out = {"setup": time.perf_counter() - start, "pretrain": None}
     pretrained = None
     if m.pretrain is not None:

@@ -137,3 +137,37 @@ def test_a_flattened_model_is_saved_to_the_same_bytes_as_an_ordinary_one(tmp_pat
     a = save_model(tmp_path / "a.pt", plain, SPEC, (40,), 10)
     b = save_model(tmp_path / "b.pt", flattened, SPEC, (40,), 10)
     assert a == b
+
+
+def test_channels_last_parameters_keep_their_layout_and_the_per_tensor_weights():
+    """A channels_last image model (train.channels_last) stays channels_last once flattened (its
+    convolutions keep their kernels) and steps to the per-tensor optimizer's weights bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def model():
+        torch.manual_seed(0)
+        return build_model({"family": "resnet8"}, (3, 8, 8), 10).to(memory_format=torch.channels_last)
+
+    def steps(m, opt, before_step=lambda: None):
+        for _ in range(5):
+            loss = ce_loss(m(x), y)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            before_step()
+            opt.step()
+        return m.state_dict()
+
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, weight_decay=5e-4, nesterov=False)
+    per_tensor = model()
+    expected = steps(per_tensor, make_optimizer(per_tensor.parameters(), cfg))
+    flat_model = model()
+    flat = FlatParameters(flat_model)
+    convs = [p for p in flat_model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not any(p.is_contiguous() for p in convs if p.shape[2] > 1)  # 3x3 kernels: NHWC, not NCHW
+    got = steps(flat_model, make_flat_optimizer(flat.param, cfg), flat.collect_grads)
+    for k in expected:
+        assert torch.equal(expected[k], got[k]), k
+    assert all(p.untyped_storage().data_ptr() == flat.param.untyped_storage().data_ptr() for p in convs)
