@@ -284,6 +284,12 @@ def _check_semantics(c: dict) -> None:
         family_rank, allowed = FAMILIES[family]
         for knob in spec:
             if knob not in ("family", "train") and knob not in allowed:
+                if not allowed:  # a zoo architecture
+                    raise ConfigError(
+                        f"config key 'models.{name}.{knob}': not a knob of family {family!r}, a fixed "
+                        "architecture of the CIFAR zoo that takes none; allowed: family and train only "
+                        "(another size is another zoo name, or family resnet with depth and width)"
+                    )
                 raise ConfigError(
                     f"config key 'models.{name}.{knob}': not a knob of family {family!r}; "
                     f"allowed: {', '.join(allowed)}"
