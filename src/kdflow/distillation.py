@@ -18,7 +18,7 @@ student sees it (under the training loop's bf16 autocast when configured).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -51,6 +51,7 @@ class Teacher:
     feats: dict[str, torch.Tensor]  # name -> (N, *feature shape); only the layers a method reads
     model: nn.Module | None = None  # live: the frozen teacher, run on every batch
     layers: tuple[str, ...] = ()  # live: the features a method reads
+    placed: tuple | None = field(default=None, repr=False)  # live: (device, channels_last) it is on
 
     @property
     def live(self) -> bool:
@@ -66,7 +67,11 @@ class Teacher:
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        model = self.model.to(x.device).eval()  # eval whatever the student's mode: frozen BN statistics
+        nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if self.placed != (x.device, nhwc):  # once: the teacher on the batch's device and layout
+            self.model.to(x.device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
+            self.placed = (x.device, nhwc)
+        model = self.model.eval()  # eval whatever the student's mode: frozen BN statistics
         if not self.layers:
             return model(x), {}
         logits, feats = model.forward_features(x)
