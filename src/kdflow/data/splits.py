@@ -46,6 +46,10 @@ class Split:
         in [0, 1], normalised by the training split's statistics; float inputs unchanged."""
         if x.dtype != torch.uint8:
             return x
+        if self.mean is None:
+            raise ValueError(
+                "a Split of uint8 images needs the training split's mean and std (load_split sets them)"
+            )
         return (x.float() / 255.0 - self.mean) / self.std
 
     def inputs(self, idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
