@@ -12,8 +12,11 @@ import torch
 from kdflow.dgm import (
     LadderVAE,
     check_latents,
+    effective_sample_size,
+    fit_proposal,
     frechet_distance,
     gaussian_mmd,
+    importance_log_weights,
     importance_nll,
     kd4dgm_loss,
     output_kl,
@@ -240,6 +243,40 @@ def test_importance_nll_matches_the_exact_likelihood():
     other = LadderVAE((4,), hidden=16, layers=1, latent=2)
     est2 = importance_nll(vae, x, other, k=5000, chunk=1000, generator=g)
     assert ((est2 - exact).abs() < 5 * importance_se(vae, x, other, 5000, g)).all()
+
+
+def test_a_refitted_proposal_reaches_the_exact_likelihood_and_leaves_the_model_alone():
+    """fit_proposal: a fresh encoder fitted to the model with its generative part frozen; the
+    importance-sampled NLL through it matches the exact one, where the model's own (untrained)
+    encoder is a far poorer proposal (its weights degenerate: a low effective sample size)."""
+    vae, p_x = linear_gaussian(seed=1)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    x = p_x.sample((8,)).float()
+    exact = -p_x.log_prob(x.double())
+    proposal = fit_proposal(vae, p_x.sample((512,)).float(), steps=400, batch=128, lr=1e-2)
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())  # the model is untouched
+    assert all(
+        torch.equal(a, b) for a, b in zip(proposal.output.parameters(), vae.output.parameters())
+    )  # the proposal's generative part is the model's
+    g = torch.Generator().manual_seed(0)
+    est = importance_nll(vae, x, proposal, k=2000, chunk=500, generator=g)
+    se = importance_se(vae, x, proposal, 2000, g)
+    assert se.max() < 0.05 and ((est - exact).abs() < 5 * se).all()
+    ess = effective_sample_size(importance_log_weights(vae, x, proposal, k=2000, chunk=500, generator=g))
+    ess_own = effective_sample_size(importance_log_weights(vae, x, vae, k=2000, chunk=500, generator=g))
+    # seeds 1-3: the refitted proposal's ESS min 779-1897 / median 1935-1983 of 2000; the untrained
+    # encoder's min 37-86 / median 539-615
+    assert ess.min() > 400 and ess.median() > 1800 and ess.median() > 2.5 * ess_own.median()
+
+
+def test_effective_sample_size_by_hand():
+    flat = torch.zeros(10, 3)
+    assert torch.allclose(effective_sample_size(flat), torch.full((3,), 10.0, dtype=torch.float64))
+    one = torch.full((10, 1), -1e9)
+    one[4] = 0.0
+    assert effective_sample_size(one).item() == pytest.approx(1.0)
+    two = torch.log(torch.tensor([[1.0], [3.0]]))  # w = (1/4, 3/4): 1 / (1/16 + 9/16) = 1.6
+    assert effective_sample_size(two).item() == pytest.approx(1.6)
 
 
 # --- sample-based metrics -------------------------------------------------------------------------------

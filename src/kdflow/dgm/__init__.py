@@ -21,7 +21,14 @@ from kdflow.dgm.losses import (
     w2_squared,
 )
 from kdflow.dgm.lvae import Generation, LadderVAE
-from kdflow.dgm.nll import frechet_distance, gaussian_mmd, importance_nll
+from kdflow.dgm.nll import (
+    effective_sample_size,
+    fit_proposal,
+    frechet_distance,
+    gaussian_mmd,
+    importance_log_weights,
+    importance_nll,
+)
 from kdflow.dgm.vrnn import VRNN
 
 __all__ = [
@@ -30,8 +37,11 @@ __all__ = [
     "LadderVAE",
     "VRNN",
     "check_latents",
+    "effective_sample_size",
+    "fit_proposal",
     "frechet_distance",
     "gaussian_mmd",
+    "importance_log_weights",
     "importance_nll",
     "kd4dgm_loss",
     "load_old_faithful",
