@@ -95,19 +95,24 @@ class _V2Down(nn.Module):
             nn.BatchNorm2d(half),
             nn.ReLU(),
         )
-        self.right = nn.Sequential(
-            nn.Conv2d(c_in, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-            nn.Conv2d(half, half, 3, 2, 1, groups=half, bias=False),
-            nn.BatchNorm2d(half),
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-        )
+        self.right = nn.Sequential(*_v2_branch(c_in, half, stride=2), nn.ReLU())
 
     def forward(self, x):
         return shuffle(torch.cat([self.left(x), self.right(x)], 1), 2)
+
+
+def _v2_branch(c_in: int, c: int, stride: int) -> list[nn.Module]:
+    """ShuffleNetV2's transformed branch without its last ReLU: 1x1 conv, BN, ReLU, 3x3 depthwise
+    (carrying the stride), BN, 1x1 conv, BN."""
+    return [
+        nn.Conv2d(c_in, c, 1, bias=False),
+        nn.BatchNorm2d(c),
+        nn.ReLU(),
+        nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False),
+        nn.BatchNorm2d(c),
+        nn.Conv2d(c, c, 1, bias=False),
+        nn.BatchNorm2d(c),
+    ]
 
 
 class _V2Basic(nn.Module):
@@ -116,15 +121,7 @@ class _V2Basic(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         half = c // 2
-        self.branch = nn.Sequential(
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-            nn.ReLU(),
-            nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False),
-            nn.BatchNorm2d(half),
-            nn.Conv2d(half, half, 1, bias=False),
-            nn.BatchNorm2d(half),
-        )
+        self.branch = nn.Sequential(*_v2_branch(half, half, stride=1))  # its ReLU is in forward
 
     def forward_pre(self, x):
         kept, changed = x.chunk(2, dim=1)
