@@ -334,7 +334,7 @@ def _check_train_blocks(c: dict, rank: int) -> None:
     images only, milestones within the epochs, a warm-up shorter than training."""
     for name in plan.trained_models(c):
         own = c["models"][name].get("train", {})
-        settings = {**c["train"], **own}
+        settings = plan.train_settings(c, name)
 
         def key(k: str, name=name, own=own) -> str:
             return f"models.{name}.train.{k}" if k in own else f"train.{k}"

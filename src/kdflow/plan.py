@@ -103,9 +103,15 @@ def trained_models(cfg: dict) -> list[str]:
     return [n for n, spec in cfg["models"].items() if "family" in spec]
 
 
+def train_settings(cfg: dict, model: str) -> dict:
+    """A model's train settings: the shared `train` under its own `train:` block (which config
+    validation has already merged its `family_train` into)."""
+    return {**cfg["train"], **cfg["models"][model].get("train", {})}
+
+
 def epochs(cfg: dict, model: str) -> int:
-    """The epochs a model trains for: the shared `train` settings under its own overrides."""
-    return {**cfg["train"], **cfg["models"][model].get("train", {})}["epochs"]
+    """The epochs a model trains for."""
+    return train_settings(cfg, model)["epochs"]
 
 
 def snapshots(cfg: dict) -> dict[str, tuple[str, int]]:

@@ -130,8 +130,7 @@ def get_training_settings(model):
     """
     ds = config["dataset"]
     return {
-        **config["train"],
-        **config["models"][model].get("train", {}),
+        **plan.train_settings(config, model),
         "val_fraction": ds["val_fraction"],
         "split_seed": ds["split_seed"],
     }

@@ -97,7 +97,7 @@ def data_ref(config: dict, path: str) -> DataRef:
 def train_settings(config: dict, seed: int, model: str) -> TrainConfig:
     """The top-level train settings with the model's own `train:` overrides on top, on the CPU:
     for jobs that do not train (they must not take a GPU slot)."""
-    settings = {**config["train"], **config["models"][model].get("train", {})}
+    settings = plan.train_settings(config, model)
     augment = settings.pop("augment", {})
     settings["milestones"] = tuple(settings.get("milestones", ()))
     return TrainConfig(
@@ -167,9 +167,9 @@ def published(config: dict) -> dict:
     """The published numbers a config quotes, for the report: {values: {pair lineage: {row: %}},
     sources: {row: where from}, note: the protocol behind them}."""
     values = {
-        plan.Pair((p["teacher"], *p.get("assistants", []), p["student"])).lineage: p["published"]
-        for p in config["pairs"]
-        if p.get("published")
+        pair.lineage: entry["published"]
+        for pair, entry in zip(plan.pairs(config), config["pairs"], strict=True)
+        if entry.get("published")
     }
     return {"values": values, **config["published"]}
 
