@@ -24,6 +24,7 @@ from kdflow.data.imagefolder import load_imagefolder
 from kdflow.data.mnist import load_fashion_mnist, load_mnist
 from kdflow.data.mnist1d import load_mnist1d
 from kdflow.data.npz import load_npz
+from kdflow.data.old_faithful import load_old_faithful
 from kdflow.data.raw import RawData, load_raw, save_raw
 from kdflow.data.splits import Split, content_hash, input_shape, load_split, num_classes, stratified_split
 from kdflow.data.svhn import load_svhn
@@ -54,5 +55,6 @@ LOADERS = {
     "cifar100": load_cifar100,
     "svhn": load_svhn,
     "npz": load_npz,
+    "old_faithful": load_old_faithful,
     "imagefolder": load_imagefolder,
 }

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from importlib import resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdflow.data.old_faithful import read_old_faithful
+from kdflow.dgm.family import Family
 
 STD = 0.5  # fixed std of y1, y2 (authors' STD)
 BINARY = ("z1", "z2", "z3", "z4")
@@ -44,10 +46,7 @@ def load_old_faithful(standardise: bool = True) -> np.ndarray:
     Standardised per column with the population std (ddof=0), which reproduces the constants hard-coded
     in the authors' compressHM/main.py (means 3.4878, 70.8971; stds 1.1393, 13.5700).
     """
-    text = resources.files("kdflow.data").joinpath("old_faithful.csv").read_text()
-    rows = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert rows[0] == "eruptions,waiting", rows[0]
-    data = np.array([r.split(",") for r in rows[1:]], dtype=np.float64)
+    data = read_old_faithful()
     if standardise:
         data = (data - data.mean(0)) / data.std(0)
     return data.astype(np.float32)
@@ -101,12 +100,17 @@ class HelmholtzMachine(nn.Module):
         )
 
     def draw_noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Uniform u_l (n, 2) for each binary layer and standard-normal e (n, 1) for each y."""
+        """Uniform u_l (n, 2) for each binary layer and standard-normal e (n, 1) for each y.
+
+        Drawn on the generator's device and moved to the model's, so a CPU generator gives the same
+        noise whatever device the model is on.
+        """
         w = self.gen["z4"].weight
-        kw = dict(generator=generator, device=w.device, dtype=w.dtype)
+        device = w.device if generator is None else generator.device
+        kw = dict(generator=generator, device=device, dtype=w.dtype)
         noise = {k: torch.rand(n, 2, **kw) for k in BINARY}
         noise.update({k: torch.randn(n, 1, **kw) for k in GAUSS})
-        return noise
+        return {k: v.to(w.device) for k, v in noise.items()}
 
     def sample(self, n: int, noise: dict | None = None, y2: torch.Tensor | None = None) -> dict:
         """Ancestral sample of n chains from the given noises (drawn if None).
@@ -229,3 +233,56 @@ def distill_loss(
             loss_z = loss_z - F.binary_cross_entropy_with_logits(t["logits"][k], p_t, reduction="sum")
     loss_y = sum(((t["mu"][k] - s["mu"][k]) ** 2).sum() for k in GAUSS) / (2 * STD**2)
     return {"loss": (loss_z + loss_y) / n, "z": loss_z / n, "y": loss_y / n}
+
+
+# ---------------- the generative pipeline's view (kdflow.dgm.family) ----------------
+
+
+def _build(spec: dict, input_shape: tuple[int, ...]) -> HelmholtzMachine:
+    """A Helmholtz machine of width spec["hidden"] (default 8, the authors' teacher); it models (y1, y2)."""
+    if tuple(input_shape) != (2,):
+        raise ValueError(
+            f"the Helmholtz machine models 2-d points (input shape (2,)), got {tuple(input_shape)}"
+        )
+    return HelmholtzMachine(hidden=spec.get("hidden", 8))
+
+
+def _train_loss(model: HelmholtzMachine, x: torch.Tensor, beta: float) -> dict:
+    """Wake-sleep as one loss for one optimizer: the wake loss only reaches the generative net and the
+    sleep loss only the recognition net (each detaches the other's samples), so the sum's gradient is
+    the wake gradient on one and the sleep gradient on the other. No KL term: `beta` is ignored."""
+    wake, sleep = model.wake_loss(x)["loss"], model.sleep_loss(len(x))["loss"]
+    return {"loss": wake + sleep, "wake": wake.detach(), "sleep": sleep.detach()}
+
+
+def _val_nll(model: HelmholtzMachine, x: torch.Tensor) -> torch.Tensor:
+    """Exact -log p(x) per example, (B,)."""
+    return -model.log_likelihood(x)
+
+
+def _test_nll(model: HelmholtzMachine, x_test, x_train=None, k=None, steps=None, seed=None) -> dict:
+    """Exact NLL: no proposal to fit and nothing to sample, so x_train, k, steps and seed are unused."""
+    with torch.no_grad():
+        nll = -model.log_likelihood(x_test)
+    return {"nll": nll, "ess": None, "estimator": "exact (2^8 latent states enumerated)"}
+
+
+def _sample(model: HelmholtzMachine, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The observed (y1, y2) of n ancestral samples, Gaussian noise on y included: (n, 2)."""
+    with torch.no_grad():
+        return model.sample(n, model.draw_noise(n, generator))["y"]
+
+
+def _kd4dgm(teacher, student, n: int, hp: dict) -> dict:
+    """The authors' loss; hp holds no loss parameter for it (an "lr" there is the optimizer's)."""
+    return distill_loss(teacher, student, n)
+
+
+FAMILY = Family(
+    build=_build,
+    train_loss=_train_loss,
+    val_nll=_val_nll,
+    distill={"kd4dgm": _kd4dgm},
+    test_nll=_test_nll,
+    sample=_sample,
+)
