@@ -163,6 +163,12 @@ def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
     }
 
 
+def classifier_metrics(model: nn.Module, val: Split) -> dict[str, float]:
+    """fit's default validation: accuracy and cross-entropy on the validation split."""
+    v = evaluate(model, val)
+    return {"val_acc": v["acc"], "val_loss": v["loss"]}
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).to(device)
@@ -229,6 +235,8 @@ def fit(
     stage: str = "train",
     checkpoint_every_s: float = 0.0,
     snapshots: Sequence[int] = (),
+    validate: Callable[[nn.Module, Split], dict[str, float]] | None = None,
+    select: str = "val_acc",
 ) -> FitResult:
     """Train `model`; return it with its best-validation weights. See the module docstring.
 
@@ -237,6 +245,10 @@ def fit(
     Without `val` (a method's pre-training stage, which trains no classifier) nothing is validated
     and the weights of the last epoch are kept. `snapshots`: epochs whose end-of-epoch weights are
     kept as well (an early-stopped teacher), in the checkpoint too, so a resumed job still has them.
+    `validate(model, val)`: the per-epoch validation metrics (default: a classifier's val_acc and
+    val_loss); the epoch with the highest `select` among them is kept (a generative model's
+    validation returns its negated NLL bound as its score, kdflow.dgm.jobs). FitResult.best_val_acc
+    holds that best value.
     """
     device = cfg.device
     on_cuda = torch.device(device).type == "cuda"
@@ -250,7 +262,7 @@ def fit(
     sched = make_flat_scheduler(opt, cfg)
     # A checkpoint resumes only a run that keeps the same snapshots (those before it are in it).
     key = fingerprint(asdict(cfg), run_key, STATE_FORMAT, *([sorted(snapshots)] if snapshots else []))
-    state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -1.0, "best_state": None, "history": []}
+    state = {"epoch": 0, "best_epoch": 0, "best_val_acc": -math.inf, "best_state": None, "history": []}
     state["snapshots"] = {}  # epoch -> the model's state_dict at that epoch's end
 
     if checkpoint is not None and checkpoint.exists():
@@ -313,12 +325,12 @@ def fit(
                 f"(lr={cfg.lr}, {run_key}); lower the learning rate or check T/alpha"
             )
         metrics["lr"] = lr
-        v = evaluate(model, val) if val is not None else None
+        v = (validate or classifier_metrics)(model, val) if val is not None else None
         if v is not None:
-            metrics.update(val_acc=v["acc"], val_loss=v["loss"])
+            metrics.update(v)
         state["history"].append({"epoch": epoch, **metrics})
-        if v is None or v["acc"] > state["best_val_acc"]:
-            state.update(best_epoch=epoch, best_val_acc=v["acc"] if v else -1.0)
+        if v is None or v[select] > state["best_val_acc"]:
+            state.update(best_epoch=epoch, best_val_acc=v[select] if v else -1.0)
             state["best_state"] = copy.deepcopy(model.state_dict())
         if epoch in snapshots:
             state["snapshots"][epoch] = copy.deepcopy(model.state_dict())
