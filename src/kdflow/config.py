@@ -25,12 +25,15 @@ from kdflow.registry import (
     DATASET_RANK,
     DATASET_SHAPE,
     FAMILIES,
+    GEN_FAMILIES,
+    GEN_METHODS,
     GENERATED,
     METHODS,
     REPARAM_FAMILIES,
     VECTOR_BLOCKS,
     block_channels,
     feature_names,
+    gen_params,
     input_problem,
 )
 from kdflow.tracking import redact
@@ -183,10 +186,11 @@ def _apply_recipe(config: dict) -> None:
 
 def _apply_family_train(c: dict) -> None:
     """`family_train` into each model's own `train:` block, beneath what the model sets itself."""
+    families = GEN_FAMILIES if c.get("task") == "generative" else FAMILIES
     for family, settings in c["family_train"].items():
-        if family not in FAMILIES:
+        if family not in families:
             raise ConfigError(
-                f"config key 'family_train.{family}': not a model family; allowed: {', '.join(FAMILIES)}"
+                f"config key 'family_train.{family}': not a model family; allowed: {', '.join(families)}"
             )
         for spec in c["models"].values():
             if spec.get("family") == family:
@@ -196,16 +200,19 @@ def _apply_family_train(c: dict) -> None:
 def _apply_method_params(c: dict) -> None:
     """`method_params` into each row of its method, beneath the row's own params and searches."""
     defaults = c["method_params"]
+    generative = c.get("task") == "generative"
+    known = GEN_METHODS if generative else METHODS
     for method, values in defaults.items():
-        if method not in METHODS:
+        if method not in known:
             raise ConfigError(
-                f"config key 'method_params.{method}': unknown method; allowed: {', '.join(METHODS)}"
+                f"config key 'method_params.{method}': unknown method; allowed: {', '.join(known)}"
             )
+        params = gen_params(method) if generative else METHODS[method].params
         for p in values:
-            if p not in METHODS[method].params:
+            if p not in params:
                 raise ConfigError(
                     f"config key 'method_params.{method}.{p}': not a hyperparameter of {method!r}; "
-                    f"allowed: {', '.join(METHODS[method].params)}"
+                    f"allowed: {', '.join(params)}"
                 )
     for i, entry in enumerate(c["methods"]):
         name = entry if isinstance(entry, str) else entry.get("method")
@@ -238,6 +245,20 @@ def _expand_sweeps(c: dict) -> None:
 
 
 def _check_semantics(c: dict) -> None:
+    if c["task"] == "generative":
+        from kdflow.generative_config import check_generative  # it imports ConfigError from here
+
+        _check_pairs(c)
+        check_generative(c)
+    else:
+        _check_classify(c)
+    _check_common(c)
+
+
+def _check_classify(c: dict) -> None:
+    from kdflow.generative_config import refuse_generative
+
+    refuse_generative(c)
     _check_snapshots(c)
     _check_ensembles(c)
     _check_pairs(c)
@@ -313,6 +334,9 @@ def _check_semantics(c: dict) -> None:
         if family in ("transformer1d", "vit"):
             _check_transformer(name, spec, c["dataset"]["name"], input_shape(c["dataset"]))
 
+
+def _check_common(c: dict) -> None:
+    """What every task's config must satisfy: tuning workers, the tracking URI, a writable results tree."""
     t = c["tuning"]
     if t["workers"] > t["n_trials"]:
         raise ConfigError(

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kdflow.registry import GEN_METHODS, METHODS
+
 SEP = "__"  # lineages are names joined by SEP; model names cannot contain it (schema)
 ARROW = " → "
 
@@ -183,3 +185,17 @@ def role(cfg: dict, lineage: str) -> str:
         teachers |= {m for e in ensembles(cfg) for m in cfg["models"][e]["ensemble"]}
         return "teacher" if chain[0] in teachers else "student"
     return "student" if any(p.lineage == lineage for p in pairs(cfg)) else "assistant"
+
+
+def tuned(cfg: dict, name: str, lineage: str) -> list[str]:
+    """The hyperparameters the row `name`'s study tunes on the edge ending `lineage` (none when
+    tuning is off): the method's tuned values less those its params fix; for a generative method,
+    those the student's family has, and the row's `search` keys too."""
+    if not cfg["tuning"]["enabled"]:
+        return []
+    spec = method_by_name(cfg, name)
+    if cfg.get("task") != "generative":
+        return [p for p in METHODS[spec.method].tune if p not in spec.params]
+    has = GEN_METHODS[spec.method].params[cfg["models"][student(lineage)]["family"]]
+    wanted = [p for p in GEN_METHODS[spec.method].tune if p in has] + list(spec.search)
+    return [p for p in dict.fromkeys(wanted) if p not in spec.params]

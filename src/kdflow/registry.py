@@ -22,10 +22,11 @@ DATASET_SHAPE = {
     "svhn": (3, 32, 32),
     "npz": None,
     "imagefolder": None,
+    "old_faithful": (2,),  # (eruption duration, waiting time): task generative only
 }
-DATASET_RANK = {name: 1 if name == "mnist1d" else 3 for name in DATASET_SHAPE}
+DATASET_RANK = {name: 1 if name in ("mnist1d", "old_faithful") else 3 for name in DATASET_SHAPE}
 # datasets kdflow makes itself (or a package ships); the others are read from disk under dataset.root
-GENERATED = {"mnist1d", "digits"}
+GENERATED = {"mnist1d", "digits", "old_faithful"}
 # the knobs transformer1d and vit share (kdflow.models.transformer)
 TRANSFORMER_KNOBS = ("patch", "dim", "layers", "heads", "mlp_ratio", "dropout")
 # the CIFAR zoo of the KD tables (kdflow.models.cifar, docs/zoo.md): family -> its blocks' channels
@@ -168,3 +169,87 @@ METHODS: dict[str, MethodInfo] = {
     )
     for name, v in json.loads(METHODS_FILE.read_text()).items()
 }
+
+
+# ---- task: generative (kdflow.dgm) ----
+# datasets a generative experiment can model (the others are classification benchmarks here)
+GEN_DATASETS = ("mnist1d", "digits", "old_faithful")
+# family -> (the input rank it takes, or None for any; its knobs). lvae: a ladder VAE (hidden width,
+# latent layers, latent dims per layer); hm: the Helmholtz machine of (2,) data; vrnn: a variational
+# RNN reading an (L,) signal as L steps.
+GEN_FAMILIES = {
+    "lvae": (None, ("hidden", "layers", "latent")),
+    "hm": (1, ("hidden",)),
+    "vrnn": (1, ("hidden", "rnn", "latent")),
+}
+# the knob defaults of the constructors (kdflow.dgm), which latent shapes are read from
+GEN_DEFAULTS = {
+    "lvae": {"hidden": 64, "layers": 3, "latent": 8},
+    "hm": {"hidden": 8},
+    "vrnn": {"hidden": 64, "rnn": 128, "latent": 8},
+}
+
+
+def latent_shapes(spec: dict, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """A generative model's latent shapes, bottom to top, without the batch dim: what a teacher
+    and its student must share for their chains to run on the same noise."""
+    family = spec["family"]
+    knobs = {**GEN_DEFAULTS[family], **spec}
+    if family == "lvae":
+        latent, layers = knobs["latent"], knobs["layers"]
+        dims = [latent] * layers if isinstance(latent, int) else list(latent)
+        return [(d,) for d in dims]
+    if family == "hm":
+        return [(2,)] * 4  # z1..z4, two binary units each (kdflow.dgm.hm)
+    return [(shape[0], knobs["latent"])]  # vrnn: one z_t per step
+
+
+class GenMethod(NamedTuple):
+    """A data-free distillation method of generative models (kdflow.dgm.family: each family's loss)."""
+
+    paper: str
+    source: str  # the authors' file it follows, or what it is built from
+    params: dict  # family -> {hyperparameter: default}; the families it distils are the keys
+    tune: tuple[str, ...]  # tuned by default (where the family has it)
+    reconstruction: str = ""  # not in the authors' code: how it was built
+
+
+_KD4DGM = (
+    "Chen et al., A Unified Knowledge Distillation Framework for Deep Directed Graphical Models, CVPR 2023"
+)
+# lr: the student's learning rate, None for train.lr; it is tunable by every method
+GEN_METHODS = {
+    "kd4dgm": GenMethod(
+        _KD4DGM,
+        "KD4DGM-CVPR compressVAE/models/student_teacher.py (lvae), compressHM/ (hm), compressVRNN/ (vrnn)",
+        {"lvae": {"lam": 0.1, "lr": None}, "vrnn": {"lam": 0.001, "lr": None}, "hm": {"lr": None}},
+        ("lam",),
+    ),
+    "kd4dgm_output": GenMethod(
+        _KD4DGM + " (its ablation: the output term alone)",
+        "kd4dgm with lam = 0",
+        {"lvae": {"lam": 0.0, "lr": None}, "vrnn": {"lam": 0.0, "lr": None}},
+        (),
+    ),
+    "teacher_forced": GenMethod(
+        _KD4DGM + " (the layer-wise arm it argues against)",
+        "kd4dgm's terms with the student's conditionals on the teacher's latents",
+        {"lvae": {"lam": 0.1, "lr": None}},
+        ("lam",),
+        "not in the authors' code: LadderVAE.generate_forced",
+    ),
+    "sample_elbo": GenMethod(
+        "distillation by the student's ELBO on teacher samples (the sample-based baseline)",
+        "LadderVAE.elbo / VRNN.elbo on x ~ p_teacher",
+        {"lvae": {"lr": None}, "vrnn": {"lr": None}},
+        (),
+        "not in the authors' code",
+    ),
+}
+# a tuned hyperparameter's search range: (low, high, log)
+GEN_RANGES = {"lam": (1e-3, 10.0, True), "lr": (1e-4, 1e-2, True)}
+
+
+def gen_params(method: str) -> list[str]:
+    """Every hyperparameter a generative method has for some family."""
+    return list(dict.fromkeys(p for values in GEN_METHODS[method].params.values() for p in values))
