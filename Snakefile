@@ -20,10 +20,20 @@ if not config:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tracking.smk"
-include: "workflow/rules/train.smk"
 include: "workflow/rules/tune.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
+
+
+# The same DAG shape for both tasks; a generative experiment's models train, are evaluated and
+# are reported by their own rules (kdflow.dgm).
+if config["task"] == "generative":
+
+    include: "workflow/rules/generative.smk"
+
+else:
+
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -88,12 +88,12 @@ def get_data_file():
     root and image size, so two experiments on different data never share one."""
     ds = config["dataset"]
     suffix = ""
-    if ds["name"] in ("mnist1d", "digits"):
+    if ds["name"] in ("mnist1d", "digits", "old_faithful"):
         suffix = f"-seed{ds['seed']}"
     elif ds["name"] in ("npz", "imagefolder"):
         key = json.dumps([str(Path(ds["root"]).resolve()), ds.get("image_size")])
         suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    if ds["name"] != "mnist1d":
+    if ds["name"] not in ("mnist1d", "old_faithful"):
         suffix += "-u8"  # images are stored as uint8 (files from before hold floats: not reused)
     return f"resources/{ds['name']}{suffix}.npz"
 
@@ -113,14 +113,6 @@ def get_model_dir(lineage, method, seed):
 def get_method(wildcards):
     """A row of the experiment as its jobs see it: {name, method, params, search} (a rerun trigger)."""
     return vars(plan.method_by_name(config, wildcards.method))
-
-
-def tuned(method_name):
-    """The hyperparameters tuned for a method row: the method's, less those the config fixes."""
-    spec = plan.method_by_name(config, method_name)
-    if not config["tuning"]["enabled"]:
-        return []
-    return [p for p in METHODS[spec.method].tune if p not in spec.params]
 
 
 def get_training_settings(model):
@@ -147,11 +139,12 @@ def get_teacher(wildcards, seed=None):
         wildcards.method,
         wildcards.seed if seed is None else seed,
     )
-    return {
-        "teacher_model": f"{d}/model.pt",
-        "teacher_logits": f"{d}/logits.pt",
-        "teacher_fit": f"{d}/fit.json",
-    }
+    files = {"teacher_model": f"{d}/model.pt", "teacher_fit": f"{d}/fit.json"}
+    if (
+        config["task"] == "classify"
+    ):  # a generative teacher runs on the student's noise: no cache
+        files["teacher_logits"] = f"{d}/logits.pt"
+    return files
 
 
 def get_tuning_teacher(wildcards):
@@ -161,7 +154,7 @@ def get_tuning_teacher(wildcards):
 def get_pretrain_file(wildcards, seed=None):
     """The output of the method's stage before student training, for methods that have one."""
     spec = plan.method_by_name(config, wildcards.method)
-    if not METHODS[spec.method].pretrain:
+    if config["task"] == "generative" or not METHODS[spec.method].pretrain:
         return {}
     seed = wildcards.seed if seed is None else seed
     return {
@@ -195,7 +188,7 @@ def get_tuning_workers(wildcards):
 
 
 def get_tuned_params_file(wildcards):
-    if not tuned(wildcards.method):
+    if not plan.tuned(config, wildcards.method, wildcards.lineage):
         return {}
     return {"tuned": f"{TUNE_DIR.format(**wildcards)}/best_params.json"}
 
@@ -235,8 +228,8 @@ def get_tuning_results():
     return [
         f"{TUNE_DIR.format(method=m.name, lineage=lineage)}/trials.parquet"
         for m in plan.methods(config)
-        if tuned(m.name)
         for lineage in plan.lineages(config, m)
+        if plan.tuned(config, m.name, lineage)
     ]
 
 
@@ -250,3 +243,17 @@ def get_method_names():
 
 def get_final_outputs():
     return [f"{RESULTS}/report.md", f"{RESULTS}/summary.parquet"]
+
+
+def get_fd_classifier(wildcards):
+    """The classifier of the Fréchet distance (task generative), when the dataset has classes."""
+    if config["dataset"]["name"] == "old_faithful":
+        return {}
+    return {"classifier": f"{RESULTS}/fd_classifier.pt"}
+
+
+def get_continual_results():
+    """Task generative: the continual-learning results of every seed, when it is enabled."""
+    if not config["continual"]["enabled"]:
+        return []
+    return [f"{RESULTS}/continual/seed{seed}.json" for seed in config["seeds"]]

@@ -173,7 +173,8 @@ class LadderVAE(nn.Module):
         return z, q, prior
 
     def elbo(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-        """Negative ELBO, one posterior sample; per sample summed over dims, then averaged over the batch.
+        """Negative ELBO, one posterior sample; per sample summed over dims, then averaged over the batch
+        (and `nelbo`, the beta = 1 bound of each example: (B,), not differentiable).
 
         loss = recon + beta * kl; recon = -log p(x | z_1); kl = sum_l KL(q(z_l | .) || p(z_l | z_{l+1})),
         each analytic given the sampled parent, the top against N(0, I) (authors' LVAE.nelbo).
@@ -186,6 +187,7 @@ class LadderVAE(nn.Module):
         kls.append(gaussian_kl(top_mu, top_s, torch.zeros_like(top_mu), torch.ones_like(top_s)))
         kl = torch.stack(kls).sum(0)  # (B,)
         out = {"loss": (recon + beta * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+        out["nelbo"] = (recon + kl).detach()  # (B,): the beta = 1 bound per example, in nats
         out.update({f"kl{i + 1}": k.mean() for i, k in enumerate(kls)})
         return out
 

@@ -27,7 +27,7 @@ SCRATCH = "scratch"  # the method of a model trained from labels alone
 BASELINE = "kd"  # the method every other is compared with, seed by seed
 TEACHER, STUDENT = "teacher", "student (scratch)"  # the two fixed rows of a pair's column
 METRICS = ["test_acc", "test_nll", "test_ece", "teacher_agreement", "throughput", "num_params"]
-TRIAL_COLUMNS = {"trial", "state", "val_acc", "epochs_run", "pruned_reason", "method", "edge"}
+TRIAL_COLUMNS = {"trial", "state", "val_acc", "val_nll", "epochs_run", "pruned_reason", "method", "edge"}
 
 
 def load_rows(metric_files: list[Path]) -> pd.DataFrame:
@@ -197,17 +197,25 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
-def paired_deltas(rows: pd.DataFrame, pairs: list[str], methods: list[str], baseline: str = BASELINE):
-    """Each method's test accuracy minus the baseline's, per pair, over the seeds both have: the
-    mean and a 95% t interval of the per-seed differences, in percentage points (None without
-    two seeds). Pairing by seed removes what the seed does to both (split, init, teacher)."""
+def paired_deltas(
+    rows: pd.DataFrame,
+    pairs: list[str],
+    methods: list[str],
+    baseline: str = BASELINE,
+    metric: str = "test_acc",
+    scale: float = 100.0,
+):
+    """Each method's `metric` minus the baseline's, per pair, over the seeds both have: the mean
+    and a 95% t interval of the per-seed differences, times `scale` (test accuracy in percentage
+    points by default; None without two seeds). Pairing by seed removes what the seed does to
+    both (split, init, teacher)."""
     lines = []
     for pair in pairs:
-        base = cell_rows(rows, pair, baseline).set_index("seed").test_acc
+        base = cell_rows(rows, pair, baseline).set_index("seed")[metric]
         for m in methods:
             if m == baseline:
                 continue
-            diff = 100 * (cell_rows(rows, pair, m).set_index("seed").test_acc - base).dropna()
+            diff = scale * (cell_rows(rows, pair, m).set_index("seed")[metric] - base).dropna()
             n, mean = len(diff), diff.mean()
             half = t_quantile(0.975, n - 1) * diff.std() / math.sqrt(n) if n >= 2 else float("nan")
             lines.append(
