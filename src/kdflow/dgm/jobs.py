@@ -51,6 +51,7 @@ class GenSettings:
     samples: int = 1000
     tune_importance_samples: int = 100
     tune_proposal_steps: int = 500
+    test_examples: int | None = None  # the NLL on the first n test examples (None: all)
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def evaluate(
     model = load_gen_model(model_file, meta["model_sha256"])
     family = FAMILIES[meta["spec"]["family"]]
     splits = load_inputs(data, "train", "test")
-    x_train, x_test = splits["train"].x, splits["test"].x
+    x_train, x_test = splits["train"].x, splits["test"].x[: gen.test_examples]
     seed = int(meta["seed"])
     torch.manual_seed(seed)
     est = family.test_nll(model, x_test, x_train, gen.importance_samples, gen.proposal_steps, seed)
@@ -279,6 +280,7 @@ def evaluate(
         "mmd2": gaussian_mmd(real, samples, bandwidths=(0.5 * h, h, 2 * h)).item(),
         "fd_clf": float("nan"),
         "num_params": count_parameters(model),
+        "n_test": len(x_test),
     }
     if classifier is not None:
         clf = load_model(classifier).eval()

@@ -188,9 +188,10 @@ def _grids(pair: str, methods: list[str], rows: pd.DataFrame) -> list:
 
 def continual_section(files: list[Path]) -> list[str]:
     """The continual-learning table (kdflow.dgm.continual) over the seeds' result files."""
-    from kdflow.dgm.continual import markdown_table, summarise
+    from kdflow.dgm.continual import ARMS, markdown_table, summarise
 
     runs = [read_json(p) for p in files]
+    order = ("step1", *ARMS, "joint")  # the JSON's keys are sorted
     first, second = runs[0]["tasks"]
     return [
         "## Continual learning",
@@ -199,8 +200,13 @@ def continual_section(files: list[Path]) -> list[str]:
         "KD4DGM against a frozen copy of step1 on its own samples of task 1's classes (no task-1 data). "
         "joint: trained on both tasks' data (a reference). Test NLL (nats per example, importance "
         "sampled) on each task after step 2; mean ± std over seeds; the last epoch of each phase kept.",
-        markdown_table(summarise([r["models"] for r in runs]), len(runs)),
+        markdown_table(summarise([{k: r["models"][k] for k in order} for r in runs]), len(runs)),
     ]
+
+
+def _n_test(rows: pd.DataFrame) -> str:
+    n = sorted({int(v) for v in rows.get("n_test", pd.Series(dtype=float)).dropna()})
+    return "/".join(map(str, n)) or "the"
 
 
 def write_generative_report(
@@ -246,8 +252,8 @@ def write_generative_report(
         [
             f"# kdflow report: {experiment} (generative)",
             "## Test negative log-likelihood (nats per example, lower is better)",
-            f"Mean ± std over {n_seeds} seed(s), on the test split of {dataset} (inputs standardised by the "
-            "training split). Teacher and student (real data): trained alone by their ELBO on the training "
+            f"Mean ± std over {n_seeds} seed(s), on {_n_test(rows)} test examples of {dataset} (inputs "
+            "standardised by the training split). Teacher and student (real data): trained alone by their ELBO on the training "
             "split, the epoch chosen by the validation bound. Method rows: the student distilled from the "
             "teacher without data, its last epoch kept. Bold: the lowest method of each pair. Estimator: "
             + "; ".join(estimator)
