@@ -253,11 +253,10 @@ def write_generative_report(
             f"# kdflow report: {experiment} (generative)",
             "## Test negative log-likelihood (nats per example, lower is better)",
             f"Mean ± std over {n_seeds} seed(s), on {_n_test(rows)} test examples of {dataset} (inputs "
-            "standardised by the training split). Teacher and student (real data): trained alone by their ELBO on the training "
-            "split, the epoch chosen by the validation bound. Method rows: the student distilled from the "
-            "teacher without data, its last epoch kept. Bold: the lowest method of each pair. Estimator: "
-            + "; ".join(estimator)
-            + ".",
+            "standardised by the training split). Teacher and student (real data): trained alone by their "
+            "ELBO on the training split, the epoch chosen by the validation bound. Method rows: the student "
+            "distilled from the teacher without data, its last epoch kept. Bold: the lowest method of each "
+            "pair. Estimator: " + "; ".join(estimator) + ".",
             metric_markdown(table, pairs, methods, "test_nll"),
             f"![test NLL]({nll_plot.relative_to(markdown.parent)})",
             *(["## Methods", methods_markdown(list(method_rows))] if method_rows else []),
