@@ -6,9 +6,11 @@
     parts = kd4dgm_loss(teacher, student, teacher.sample_noise(128), lam=0.1)
 
 Models: `lvae` (ladder VAE), `hm` (Helmholtz machine, exact likelihood, wake-sleep; Old Faithful),
-`vrnn` (variational RNN for sequences), each with its distillation loss. Losses of the ladder VAE:
-`losses` (KD4DGM, teacher-forced and sample-ELBO arms). Metrics: `nll` (importance-sampled NLL,
-MMD, Fréchet distance). Not yet wired into the pipeline (issue #13: a `task: generative` DAG).
+`vrnn` (variational RNN for sequences), each with its distillation loss; `continual` (a
+class-conditional ladder VAE learning two tasks). Losses of the ladder VAE: `losses` (KD4DGM,
+teacher-forced and sample-ELBO arms). Metrics: `nll` (importance-sampled NLL, MMD, Fréchet distance).
+The pipeline (`task: generative`): `family` (what a family provides) and `families` (FAMILIES),
+`jobs` (train, distil, evaluate), `tune` (Optuna on the validation NLL), `smk` (config -> arguments).
 """
 
 from kdflow.dgm.hm import HelmholtzMachine, load_old_faithful

@@ -126,7 +126,7 @@ class ProgressBar(Callback):
         self.bar = tqdm(total=epochs, initial=start_epoch, desc=self.desc, mininterval=2.0)
 
     def on_epoch_end(self, epoch, metrics):
-        shown = {k: f"{metrics[k]:.3f}" for k in ("train_loss", "val_acc") if k in metrics}
+        shown = {k: f"{metrics[k]:.3f}" for k in ("train_loss", "val_acc", "val_nll") if k in metrics}
         self.bar.set_postfix(shown)
         self.bar.update(1)
 
