@@ -611,14 +611,7 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                 f"config key '{where}': {spec.method!r} does not tune {p!r}; "
                 f"tunable: {', '.join(info.tunable)}"
             )
-        if p in spec.params:
-            raise ConfigError(f"config key '{where}': {p!r} is fixed in params; it cannot also be searched")
-        if not isinstance(r, dict) or set(r) != {"low", "high"}:
-            raise ConfigError(f"config key '{where}': must be {{low: <number>, high: <number>}}")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in r.values()):
-            raise ConfigError(f"config key '{where}': low and high must be numbers >= 0")
-        if r["low"] > r["high"]:
-            raise ConfigError(f"config key '{where}': low ({r['low']}) must not exceed high ({r['high']})")
+        check_search_range(where, p, r, spec.params)
     if info.features is None:
         return
     models = c["models"]
@@ -655,6 +648,20 @@ def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:
                         f"config key '{key}.params.{side}': model {name!r} has no feature {layer!r}; "
                         f"allowed: {', '.join(allowed)}"
                     )
+
+
+def check_search_range(where: str, p: str, r, params: dict, positive: bool = False) -> None:
+    """A row's `search.<p>`: not also fixed in params, {low, high} numbers >= 0 (> 0 for a log
+    range: `positive`), low <= high."""
+    if p in params:
+        raise ConfigError(f"config key '{where}': {p!r} is fixed in params; it cannot also be searched")
+    if not isinstance(r, dict) or set(r) != {"low", "high"}:
+        raise ConfigError(f"config key '{where}': must be {{low: <number>, high: <number>}}")
+    floor, bound = (0, "> 0 (a log range)") if positive else (-1e-300, ">= 0")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > floor for v in r.values()):
+        raise ConfigError(f"config key '{where}': low and high must be numbers {bound}")
+    if r["low"] > r["high"]:
+        raise ConfigError(f"config key '{where}': low ({r['low']}) must not exceed high ({r['high']})")
 
 
 def _check_reshapable(key: str, spec: plan.MethodSpec, i: int, chain: list[str], models: dict) -> None:

@@ -8,7 +8,7 @@ chains), so they must be of one family with equal latent shapes: checked here, b
 from __future__ import annotations
 
 from kdflow import plan
-from kdflow.config import ConfigError, input_shape
+from kdflow.config import ConfigError, check_search_range, input_shape
 from kdflow.registry import GEN_DATASETS, GEN_FAMILIES, GEN_METHODS, GEN_RANGES, latent_shapes
 
 # keys of a classification experiment that mean nothing for generative models
@@ -233,17 +233,4 @@ def _check_row_families(c: dict, key: str, spec: plan.MethodSpec) -> None:
                     f"config key '{key}.search.{p}': {spec.method!r} does not tune {p!r} for {family}; "
                     f"tunable: {', '.join(tunable)}"
                 )
-            if p in spec.params:
-                raise ConfigError(
-                    f"config key '{key}.search.{p}': {p!r} is fixed in params; it cannot also be searched"
-                )
-            if not isinstance(r, dict) or set(r) != {"low", "high"}:
-                raise ConfigError(f"config key '{key}.search.{p}': must be {{low: <number>, high: <number>}}")
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in r.values()):
-                raise ConfigError(
-                    f"config key '{key}.search.{p}': low and high must be numbers > 0 (a log range)"
-                )
-            if r["low"] > r["high"]:
-                raise ConfigError(
-                    f"config key '{key}.search.{p}': low ({r['low']}) must not exceed high ({r['high']})"
-                )
+            check_search_range(f"{key}.search.{p}", p, r, spec.params, positive=True)

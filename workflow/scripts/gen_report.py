@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-from kdflow.dgm.smk import gen_method_rows
-from kdflow.pipeline.smk import job_log, tracking_spec
+from kdflow.pipeline.smk import job_log, method_rows, tracking_spec
 from kdflow.report.generative import write_generative_report
 
 sm = snakemake  # noqa: F821
@@ -19,7 +18,7 @@ with job_log(sm.log[0]):
         grid_plots=[Path(p) for p in sm.output.grids],
         experiment=sm.config["experiment"],
         tracking=tracking_spec(sm.config),
-        method_rows=gen_method_rows(sm.config),
+        method_rows=method_rows(sm.config),
         dataset=sm.config["dataset"]["name"],
         continual_files=[Path(p) for p in sm.input.continual],
     )

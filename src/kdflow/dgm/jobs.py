@@ -38,7 +38,15 @@ from kdflow.dgm.families import FAMILIES
 from kdflow.dgm.nll import frechet_distance, gaussian_mmd
 from kdflow.engine import TrainConfig, fit, scratch_objective
 from kdflow.models import build_model, count_parameters
-from kdflow.pipeline.jobs import CHECKPOINT_EVERY_S, DataRef, JobInfo, MethodRef, ProgressBar, _write_history
+from kdflow.pipeline.jobs import (
+    CHECKPOINT_EVERY_S,
+    DataRef,
+    JobInfo,
+    MethodRef,
+    ProgressBar,
+    _write_history,
+    trained_meta,
+)
 
 
 @dataclass(frozen=True)
@@ -189,23 +197,9 @@ def train(
         best = result.model.cpu().requires_grad_(True)
         sha = save_gen_model(out_dir / "model.pt", best, arch, shape)
         _write_history(result.history, out_dir / "history.parquet")
-        meta = {
-            "model": info.model,
-            "role": info.role,
-            "method": info.method,
-            "lineage": info.lineage or info.model,
-            "seed": info.seed,
-            "edge": info.edge,
-            "spec": spec,
-            "num_params": count_parameters(best),
-            "best_epoch": result.best_epoch,
-            "best_val_nll": -result.best_val_acc if teacher is None else None,
-            "model_sha256": sha,
-            "mlflow_run_id": run.run_id,
-            "teacher_run_id": tags.get("teacher_run_id"),
-            "hp": method.hp if method is not None else {},
-            "fit_seconds": round(fit_seconds, 3),
-        }
+        meta = trained_meta(info, spec, best, result.best_epoch, sha, run.run_id, tags, method)
+        meta.update(best_val_nll=-result.best_val_acc if teacher is None else None)
+        meta["fit_seconds"] = round(fit_seconds, 3)
         write_json(out_dir / "fit.json", meta)
         run.set_tags({"model_sha256": sha})
         if teacher is None:

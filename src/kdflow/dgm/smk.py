@@ -99,13 +99,3 @@ def gen_study(config: dict, rule: str, method: str, lineage: str, paths, on_devi
         journal=Path(paths["journal"]),
         tracking=tracking_spec(config),
     )
-
-
-def gen_method_rows(config: dict) -> list[dict]:
-    """Each method row with where its method comes from, for the report."""
-    rows = []
-    for spec in plan.methods(config):
-        m = GEN_METHODS[spec.method]
-        info = {"paper": m.paper, "source": m.source, "reconstruction": m.reconstruction}
-        rows.append({"row": spec.name, "method": spec.method, "params": dict(spec.params), **info})
-    return rows

@@ -254,23 +254,8 @@ def train(
         best = setup.final_student(result.model, method.hp) if teacher is not None else result.model
         model_sha = save_model(out_dir / "model.pt", best, spec, shape, n_cls)
         _write_history(result.history, out_dir / "history.parquet")
-        meta = {
-            "model": info.model,
-            "role": info.role,
-            "method": info.method,
-            "lineage": info.lineage or info.model,
-            "seed": info.seed,
-            "edge": info.edge,
-            "spec": spec,
-            "num_params": count_parameters(best),
-            "best_epoch": result.best_epoch,
-            "best_val_acc": result.best_val_acc,
-            "model_sha256": model_sha,
-            "mlflow_run_id": run.run_id,
-            "teacher_run_id": tags.get("teacher_run_id"),
-            "hp": method.hp if method is not None else {},
-            "fit_seconds": round(fit_seconds, 3),
-        }
+        meta = trained_meta(info, spec, best, result.best_epoch, model_sha, run.run_id, tags, method)
+        meta.update(best_val_acc=result.best_val_acc, fit_seconds=round(fit_seconds, 3))
         if snapshots:
             meta["snapshots"] = _save_snapshots(result, spec, shape, n_cls, out_dir)
         write_json(out_dir / "fit.json", meta)
@@ -283,6 +268,28 @@ def train(
             run.log_artifact(out_dir / "config.resolved.json")
         run.log_model(best)
     return meta
+
+
+def trained_meta(
+    info: JobInfo, spec: dict, model, best_epoch: int, sha: str, run_id: str, tags: dict, method
+) -> dict:
+    """The fit.json of a trained model (both tasks; each adds its validation score): what its
+    consumers (distillation, evaluation, the report) look up, and its lineage."""
+    return {
+        "model": info.model,
+        "role": info.role,
+        "method": info.method,
+        "lineage": info.lineage or info.model,
+        "seed": info.seed,
+        "edge": info.edge,
+        "spec": spec,
+        "num_params": count_parameters(model),
+        "best_epoch": best_epoch,
+        "model_sha256": sha,
+        "mlflow_run_id": run_id,
+        "teacher_run_id": tags.get("teacher_run_id"),
+        "hp": method.hp if method is not None else {},
+    }
 
 
 def pretrain(

@@ -33,6 +33,7 @@ from kdflow.pipeline.jobs import (
     setup,
 )
 from kdflow.pipeline.tune_jobs import TuningStudy
+from kdflow.registry import GEN_METHODS
 from kdflow.tracking import TrackingSpec, redact, secret_values
 from kdflow.tuning import PrunerConfig, Range
 
@@ -176,9 +177,10 @@ def published(config: dict) -> dict:
 
 def method_rows(config: dict) -> list[dict]:
     """Each method row of the experiment with where its method comes from, for the report."""
+    registry = GEN_METHODS if config.get("task") == "generative" else METHODS
     rows = []
     for spec in plan.methods(config):
-        m = METHODS[spec.method]
+        m = registry[spec.method]
         info = {"paper": m.paper, "source": m.source, "reconstruction": m.reconstruction}
         rows.append({"row": spec.name, "method": spec.method, "params": dict(spec.params), **info})
     return rows

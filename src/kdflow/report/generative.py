@@ -26,6 +26,7 @@ from kdflow.report.tables import (
     _pm,
     _value,
     cell_rows,
+    deltas_markdown,
     load_trials,
     methods_markdown,
     pair_label,
@@ -85,23 +86,6 @@ def metric_markdown(table: pd.DataFrame, pairs: list[str], methods: list[str], m
                 text = f"**{text}**"
             out.append(text)
         lines.append(f"| {_label(row)} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
-
-
-def deltas_nll_markdown(deltas: pd.DataFrame, pairs: list[str]) -> str:
-    lines = ["| method | " + " | ".join(pair_label(p) for p in pairs) + " |", "|---|" + "---:|" * len(pairs)]
-    cells = {(r.pair, r.method): r for r in deltas.itertuples()}
-    for m in dict.fromkeys(deltas.method):
-        out = []
-        for p in pairs:
-            r = cells[p, m]
-            if r.n == 0:
-                out.append("-")
-            elif pd.isna(r.lo):
-                out.append(f"{r.mean:+.2f} (n={r.n})")
-            else:
-                out.append(f"{r.mean:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] (n={r.n})")
-        lines.append(f"| {_label(m)} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
 
@@ -243,7 +227,7 @@ def write_generative_report(
         delta_text = [
             f"Each row's test NLL minus `{BASELINE}`'s (nats; positive: worse than {BASELINE}), paired by "
             "seed (the same teacher and initialisation): mean [95% t interval] over the seeds both have.",
-            deltas_nll_markdown(deltas, pairs),
+            deltas_markdown(deltas, pairs, BASELINE),
         ]
     grids = [
         f"![samples, {pair_label(p)}]({g.relative_to(markdown.parent)})" for p, g in zip(pairs, grid_plots)
