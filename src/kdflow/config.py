@@ -262,7 +262,7 @@ def _check_classify(c: dict) -> None:
     _check_snapshots(c)
     _check_ensembles(c)
     _check_pairs(c)
-    _check_methods(c)
+    check_methods(c)
     models = c["models"]
     ds = c["dataset"]
     if ds["name"] not in GENERATED:
@@ -529,9 +529,12 @@ def _check_distilled(c: dict, where: str, name: str) -> None:
         )
 
 
-def _check_methods(c: dict) -> None:
-    """Names, overrides and features of every `methods` entry, against kdflow.registry.METHODS."""
-    known = ", ".join(METHODS)
+def check_methods(c: dict, registry: dict = METHODS, check_row=None) -> None:
+    """Names, overrides and features of every `methods` entry, against `registry`
+    (kdflow.registry.METHODS, or GEN_METHODS for task generative), each row's values by `check_row`
+    (c, key, spec) (default: _check_method_values)."""
+    known = ", ".join(registry)
+    check_row = check_row or _check_method_values
     rows: dict[str, int] = {}
     for i, entry in enumerate(c["methods"]):
         key = f"methods[{i}]"
@@ -563,7 +566,7 @@ def _check_methods(c: dict) -> None:
                     )
         name_key = f"{key}.method" if isinstance(entry, dict) else key
         spec = plan.method_spec(entry)
-        if spec.method not in METHODS:
+        if spec.method not in registry:
             raise ConfigError(f"config key '{name_key}': unknown method {spec.method!r}; allowed: {known}")
         if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name):
             raise ConfigError(
@@ -578,7 +581,7 @@ def _check_methods(c: dict) -> None:
                 "give a second entry of one method its own `name`"
             )
         rows[spec.name] = i
-        _check_method_values(c, key, spec)
+        check_row(c, key, spec)
 
 
 def _check_method_values(c: dict, key: str, spec: plan.MethodSpec) -> None:

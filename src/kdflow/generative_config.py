@@ -8,7 +8,7 @@ chains), so they must be of one family with equal latent shapes: checked here, b
 from __future__ import annotations
 
 from kdflow import plan
-from kdflow.config import ConfigError, check_search_range, input_shape
+from kdflow.config import ConfigError, check_methods, check_search_range, input_shape
 from kdflow.registry import GEN_DATASETS, GEN_FAMILIES, GEN_METHODS, GEN_RANGES, latent_shapes
 
 # keys of a classification experiment that mean nothing for generative models
@@ -60,7 +60,7 @@ def check_generative(c: dict) -> None:
         _check_model(name, spec, ds, shape)
     _check_train(c)
     _check_chains(c, shape)
-    _check_rows(c)
+    check_methods(c, GEN_METHODS, _check_row_families)
     _check_continual(c)
 
 
@@ -162,46 +162,6 @@ def _check_chains(c: dict, shape: tuple[int, ...]) -> None:
                     f"{theirs}; a student runs on its teacher's noise, so they must match "
                     f"(models.{name}.layers / latent)"
                 )
-
-
-def _check_rows(c: dict) -> None:
-    rows: dict[str, int] = {}
-    known = ", ".join(GEN_METHODS)
-    for i, entry in enumerate(c["methods"]):
-        key = f"methods[{i}]"
-        if isinstance(entry, dict):
-            extra = sorted(set(entry) - {"method", "name", "params", "search", "pairs"})
-            if extra:
-                raise ConfigError(
-                    f"config key '{key}.{extra[0]}' is not allowed; "
-                    "allowed keys here: method, name, params, search, pairs"
-                )
-            if "method" not in entry:
-                raise ConfigError(f"config key '{key}': 'method' is a required property (one of: {known})")
-            only, n = entry.get("pairs", [0]), len(c["pairs"])
-            if (
-                not isinstance(only, list)
-                or not only
-                or not all(isinstance(j, int) and not isinstance(j, bool) and 0 <= j < n for j in only)
-            ):
-                raise ConfigError(
-                    f"config key '{key}.pairs': {only!r} must list indices of `pairs` (0 to {n - 1})"
-                )
-        spec = plan.method_spec(entry)
-        name_key = f"{key}.method" if isinstance(entry, dict) else key
-        if spec.method not in GEN_METHODS:
-            raise ConfigError(
-                f"config key '{name_key}': unknown generative method {spec.method!r}; allowed: {known}"
-            )
-        if spec.name in ("scratch", "teacher"):
-            raise ConfigError(f"config key '{key}.name': {spec.name!r} is reserved for the baselines")
-        if spec.name in rows:
-            raise ConfigError(
-                f"config key '{key}': row name {spec.name!r} is already methods[{rows[spec.name]}]; "
-                "give a second entry of one method its own `name`"
-            )
-        rows[spec.name] = i
-        _check_row_families(c, key, spec)
 
 
 def _check_row_families(c: dict, key: str, spec: plan.MethodSpec) -> None:
