@@ -205,5 +205,5 @@ def test_run_continual_is_finite_and_deterministic():
 
 
 def test_kl_warmup_is_linear_and_reaches_one():
-    assert [kl_weight(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert kl_weight(0, 0) == 1.0
+    assert [kl_weight(e + 1, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight(1, 0) == 1.0

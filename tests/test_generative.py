@@ -16,6 +16,7 @@ from kdflow.atomic import read_json, sha256
 from kdflow.config import check_config
 from kdflow.dgm import jobs, smk, tune
 from kdflow.dgm.families import FAMILIES
+from kdflow.dgm.family import kl_weight
 from kdflow.engine import TrainConfig
 from kdflow.pipeline.jobs import DataRef, JobInfo, MethodRef
 from kdflow.report.generative import write_generative_report
@@ -77,8 +78,8 @@ def test_a_model_alone_keeps_the_epoch_of_the_lowest_validation_bound(trained):
 
 
 def test_the_kl_weight_warms_up_linearly():
-    assert [jobs.kl_weight(e, 4) for e in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
-    assert jobs.kl_weight(1, 0) == 1.0
+    assert [kl_weight(e, 4) for e in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert kl_weight(1, 0) == 1.0
 
 
 def _teacher(tmp) -> jobs.ModelRef:

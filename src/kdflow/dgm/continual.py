@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdflow.dgm.family import kl_weight
 from kdflow.dgm.losses import check_latents, output_kl, w2_squared
 from kdflow.dgm.lvae import Generation, LadderVAE, _Block
 from kdflow.dgm.nll import effective_sample_size, fit_proposal, importance_log_weights
@@ -274,11 +275,6 @@ def conditional_nll(
 # --- training ----------------------------------------------------------------------------------------
 
 
-def kl_weight(epoch: int, warmup_epochs: int) -> float:
-    """Linear KL warm-up: min((epoch + 1) / warmup_epochs, 1) for 0-based epochs; 1 without warm-up."""
-    return 1.0 if warmup_epochs <= 0 else min((epoch + 1) / warmup_epochs, 1.0)
-
-
 def train_elbo(
     model: ConditionalLadderVAE,
     x: torch.Tensor,
@@ -299,7 +295,7 @@ def train_elbo(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr)
     model.train()
     for epoch in range(epochs):
-        beta = kl_weight(epoch, warmup_epochs)
+        beta = kl_weight(epoch + 1, warmup_epochs)
         for idx in torch.randperm(len(x), generator=order).split(batch_size):
             loss = model.elbo(x[idx], y[idx], beta)["loss"]
             if extra is not None:

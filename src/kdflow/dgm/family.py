@@ -37,3 +37,9 @@ class Family:
     test_nll: Callable[..., dict]
     sample: Callable[[nn.Module, int, torch.Generator | None], torch.Tensor]
     frozen: Callable[[nn.Module, str], list[nn.Module]] = field(default=lambda student, method: [])
+
+
+def kl_weight(epoch: int, warmup_epochs: int) -> float:
+    """The KL weight of 1-based `epoch` under the authors' linear KL warm-up: epoch / warmup_epochs
+    up to 1 (no warm-up: always 1)."""
+    return min(epoch / warmup_epochs, 1.0) if warmup_epochs else 1.0

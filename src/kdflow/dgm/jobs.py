@@ -35,6 +35,7 @@ from kdflow.atomic import atomic_write, read_json, sha256, write_json
 from kdflow.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model, verify
 from kdflow.data import Split, content_hash
 from kdflow.dgm.families import FAMILIES
+from kdflow.dgm.family import kl_weight
 from kdflow.dgm.nll import frechet_distance, gaussian_mmd
 from kdflow.engine import TrainConfig, fit, scratch_objective
 from kdflow.models import build_model, count_parameters
@@ -101,11 +102,6 @@ def load_gen_model(path: Path, expected_sha256: str | None = None) -> torch.nn.M
 def _scalars(parts: dict) -> dict:
     """The scalar parts of a loss (fit sums each per epoch); per-example tensors are dropped."""
     return {k: v for k, v in parts.items() if v.dim() == 0}
-
-
-def kl_weight(epoch: int, warmup_epochs: int) -> float:
-    """The KL weight of 1-based `epoch`: linear to 1 over `warmup_epochs` (0: always 1)."""
-    return min(epoch / warmup_epochs, 1.0) if warmup_epochs else 1.0
 
 
 @torch.no_grad()
