@@ -327,4 +327,6 @@ def test_the_report_table_by_hand(tmp_path):
     # paired by seed: +1.0 and +2.5, mean 1.75; half-width t(0.975, 1) * std / sqrt(2)
     # = 12.706 * 1.0607 / 1.4142
     assert "| kd4dgm_output | +1.75 [-7.78, +11.28] (n=2) |" in text
+    # against the real-data student: -2.0 and -7.0, mean -4.5, std 3.5355; 12.706 * 3.5355 / 1.4142 = 31.77
+    assert "| kd4dgm | -4.50 [-36.27, +27.27] (n=2) |" in text
     assert grid.exists() and table.set_index("row").loc["kd4dgm", "n_seeds"] == 2
