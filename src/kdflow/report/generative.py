@@ -224,15 +224,18 @@ def write_generative_report(
         plot_samples(_grids(pair, methods, rows), path, f"samples · {pair_label(pair)}")
     estimator = rows.nll_estimator.dropna().unique() if "nll_estimator" in rows else []
     paired = (
-        "nats; positive: worse. Paired by seed (the same split, teacher and initialisation): mean [95% t "
-        "interval] over the seeds both have."
+        "in nats (positive: worse), paired by seed (the same split, teacher and initialisation): mean "
+        "[95% t interval] over the seeds both have."
     )
     delta_text = [
-        f"Each method's test NLL minus the {REAL}'s ({paired})",
+        f"Each method's test NLL minus that of the student trained on real data, {paired}",
         deltas_markdown(vs_real, pairs, REAL),
     ]
     if not vs_kd.empty:
-        delta_text += [f"Each other method's minus `{BASELINE}`'s:", deltas_markdown(vs_kd, pairs, BASELINE)]
+        delta_text += [
+            f"Each other method's test NLL minus `{BASELINE}`'s, the same way:",
+            deltas_markdown(vs_kd, pairs, BASELINE),
+        ]
     grids = [
         f"![samples, {pair_label(p)}]({g.relative_to(markdown.parent)})" for p, g in zip(pairs, grid_plots)
     ]
