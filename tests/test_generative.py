@@ -330,3 +330,36 @@ def test_the_report_table_by_hand(tmp_path):
     # against the real-data student: -2.0 and -7.0, mean -4.5, std 3.5355; 12.706 * 3.5355 / 1.4142 = 31.77
     assert "| kd4dgm | -4.50 [-36.27, +27.27] (n=2) |" in text
     assert grid.exists() and table.set_index("row").loc["kd4dgm", "n_seeds"] == 2
+
+
+def test_a_convolutional_ladder_vae_through_the_jobs_on_digits(tmp_path):
+    """Images: a convolutional teacher trained alone, a convolutional student distilled from it
+    without data, both evaluated (digits normalised per channel by the training split)."""
+    raw = data.load_digits(None, 42)
+    path = tmp_path / "digits.npz"
+    data.save_raw(data.RawData(raw.x_train[:200], raw.y_train[:200], raw.x_test[:60], raw.y_test[:60]), path)
+    ref = DataRef(path)
+    conv = {"family": "lvae", "hidden": 32, "layers": 2, "latent": 4, "channels": 4}
+    teacher = _train(tmp_path, ref, conv, epochs=2, name="teacher")
+    method = MethodRef("kd4dgm", {"lam": 0.1, "lr": None})
+    _train(
+        tmp_path, ref, {**conv, "hidden": 8}, epochs=1, teacher=_teacher(tmp_path), method=method, name="s"
+    )
+    gen = jobs.GenSettings(importance_samples=10, proposal_steps=5, samples=20)
+    for name in ("teacher", "s"):
+        row = jobs.evaluate(
+            data=ref,
+            model_file=tmp_path / name / "model.pt",
+            fit_json=tmp_path / name / "fit.json",
+            gen=gen,
+            out=tmp_path / name / "test_metrics.json",
+            samples_out=tmp_path / name / "samples.npy",
+            tracking=OFF,
+        )
+        assert math.isfinite(row["test_nll"]) and np.load(tmp_path / name / "samples.npy").shape == (
+            20,
+            1,
+            8,
+            8,
+        )
+    assert teacher["spec"]["channels"] == 4

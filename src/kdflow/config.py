@@ -250,20 +250,14 @@ def _check_semantics(c: dict) -> None:
 
         _check_pairs(c)
         check_generative(c)
+        _check_dataset(c)
     else:
         _check_classify(c)
     _check_common(c)
 
 
-def _check_classify(c: dict) -> None:
-    from kdflow.generative_config import refuse_generative
-
-    refuse_generative(c)
-    _check_snapshots(c)
-    _check_ensembles(c)
-    _check_pairs(c)
-    check_methods(c)
-    models = c["models"]
+def _check_dataset(c: dict) -> None:
+    """A dataset read from disk has its files under its root; only imagefolder takes a size."""
     ds = c["dataset"]
     if ds["name"] not in GENERATED:
         if not ds["root"]:
@@ -295,6 +289,17 @@ def _check_classify(c: dict) -> None:
             "has its own size"
         )
 
+
+def _check_classify(c: dict) -> None:
+    from kdflow.generative_config import refuse_generative
+
+    refuse_generative(c)
+    _check_snapshots(c)
+    _check_ensembles(c)
+    _check_pairs(c)
+    check_methods(c)
+    _check_dataset(c)
+    models = c["models"]
     rank = DATASET_RANK[c["dataset"]["name"]]
     _check_train_blocks(c, rank)
     _check_published(c)

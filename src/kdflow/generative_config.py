@@ -118,6 +118,11 @@ def _check_model(name: str, spec: dict, dataset: str, shape: tuple[int, ...]) ->
                 f"config key 'models.{name}.latent': {len(spec['latent'])} sizes for {layers} layers "
                 f"(models.{name}.layers); give one per layer or one number"
             )
+    if family == "lvae" and spec.get("channels") and len(shape) != 3:
+        raise ConfigError(
+            f"config key 'models.{name}.channels': a convolutional ladder VAE reads (C, H, W) images; "
+            f"dataset {dataset!r} has inputs of shape {shape} (leave channels out for an MLP ladder VAE)"
+        )
     if family == "hm" and dataset != "old_faithful":
         raise ConfigError(
             f"config key 'models.{name}.family': the Helmholtz machine models 2-D observations; "

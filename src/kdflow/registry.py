@@ -172,13 +172,15 @@ METHODS: dict[str, MethodInfo] = {
 
 
 # ---- task: generative (kdflow.dgm) ----
-# datasets a generative experiment can model (the others are classification benchmarks here)
-GEN_DATASETS = ("mnist1d", "digits", "old_faithful")
-# family -> (the input rank it takes, or None for any; its knobs). lvae: a ladder VAE (hidden width,
-# latent layers, latent dims per layer); hm: the Helmholtz machine of (2,) data; vrnn: a variational
-# RNN reading an (L,) signal as L steps.
+# datasets a generative experiment can model (every one; old_faithful only this task)
+GEN_DATASETS = ("mnist1d", "digits", "old_faithful", "mnist", "fashion_mnist", "cifar10", "cifar100")
+GEN_DATASETS += ("svhn", "npz", "imagefolder")
+# family -> (the input rank it takes, or None for any; its knobs). lvae: a ladder VAE (hidden
+# width, latent layers, latent dims per layer; channels: convolutional first and last blocks, for
+# images); hm: the Helmholtz machine of (2,) data; vrnn: a variational RNN reading an (L,) signal
+# as L steps.
 GEN_FAMILIES = {
-    "lvae": (None, ("hidden", "layers", "latent")),
+    "lvae": (None, ("hidden", "layers", "latent", "channels")),
     "hm": (1, ("hidden",)),
     "vrnn": (1, ("hidden", "rnn", "latent")),
 }

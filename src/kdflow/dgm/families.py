@@ -24,7 +24,8 @@ IMPORTANCE_CHUNK = 100  # proposal draws evaluated at once: memory O(chunk x tes
 
 
 def _build(spec: dict, shape: tuple[int, ...]) -> LadderVAE:
-    return LadderVAE(shape, spec.get("hidden", 64), spec.get("layers", 3), spec.get("latent", 8))
+    knobs = (spec.get("hidden", 64), spec.get("layers", 3), spec.get("latent", 8))
+    return LadderVAE(shape, *knobs, channels=spec.get("channels", 0))
 
 
 def _test_nll(model: LadderVAE, x_test, x_train, k: int, steps: int, seed: int) -> dict:

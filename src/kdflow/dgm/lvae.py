@@ -87,6 +87,60 @@ class _Block(nn.Module):
         return h, self.head(h)
 
 
+def _side(n: int, halvings: int) -> int:
+    """A side after `halvings` 3x3 stride-2 convs with padding 1: ceil(n / 2) each time."""
+    for _ in range(halvings):
+        n = (n + 1) // 2
+    return n
+
+
+class _ConvIn(nn.Module):
+    """The first bottom-up block of a convolutional ladder VAE: flat x -> image -> two 3x3 stride-2
+    convs (channels, 2 x channels) -> Linear to `hidden`; returns (hidden, head) like _Block."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: int, hidden: int, d_out: int):
+        super().__init__()
+        c, h, w = shape
+        self.shape = shape
+        self.body = nn.Sequential(
+            nn.Conv2d(c, channels, 3, 2, 1),
+            nn.ELU(),
+            nn.Conv2d(channels, 2 * channels, 3, 2, 1),
+            nn.ELU(),
+            nn.Flatten(),
+            nn.Linear(2 * channels * _side(h, 2) * _side(w, 2), hidden),
+            nn.ELU(),
+        )
+        self.head = nn.Linear(hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x.reshape(-1, *self.shape)).reshape(*x.shape[:-1], -1)
+        return h, self.head(h)
+
+
+class _ConvOut(nn.Module):
+    """p(x | z_1)'s mean for images: Linear -> (2 x channels, ceil(H/4), ceil(W/4)) -> two 4x4
+    stride-2 transposed convs -> cropped to (C, H, W), flattened; returns (hidden map, mean)."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: int, d_in: int):
+        super().__init__()
+        c, h, w = shape
+        self.shape, self.start = shape, (2 * channels, _side(h, 2), _side(w, 2))
+        self.body = nn.Sequential(nn.Linear(d_in, 2 * channels * _side(h, 2) * _side(w, 2)), nn.ELU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1),
+            nn.ELU(),
+            nn.ConvTranspose2d(channels, c, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lead = z.shape[:-1]
+        h = self.body(z)
+        c, height, width = self.shape
+        x = self.up(h.reshape(-1, *self.start))[:, :, :height, :width]
+        return h, x.reshape(*lead, c * height * width)
+
+
 def _gauss_params(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., 2d) -> mean (..., d), std (..., d) = softplus / ln 2 + floor."""
     mu, pre = a.chunk(2, dim=-1)
@@ -98,7 +152,9 @@ class LadderVAE(nn.Module):
 
     Modules: `encoder` (L bottom-up blocks, the inference path), `decoder` (L-1 conditionals,
     `decoder[l-1]` gives p(z_l | z_{l+1})) and `output` (p(x | z_1)); `decoder` + `output` are the
-    generative part that distillation trains.
+    generative part that distillation trains. With `channels` (images), the block that reads x and
+    the block that writes its mean are convolutional (_ConvIn, _ConvOut: two stride-2 layers each,
+    as the authors' CelebA LVAE downsamples before its latents); the latents stay vectors.
     """
 
     def __init__(
@@ -108,6 +164,7 @@ class LadderVAE(nn.Module):
         layers: int = 3,
         latent: int | Sequence[int] = 8,
         decoder_std: float = 0.2236,  # sqrt(0.1 / 2): the authors' beta = 0.1 as a fixed decoder std
+        channels: int = 0,  # > 0: images through a conv first encoder block and a deconv output block
     ):
         super().__init__()
         if layers < 1:
@@ -123,6 +180,11 @@ class LadderVAE(nn.Module):
         self.encoder = nn.ModuleList(_Block(w, hidden, 2 * d) for w, d in zip(widths, dims))
         self.decoder = nn.ModuleList(_Block(dims[i + 1], hidden, 2 * dims[i]) for i in range(layers - 1))
         self.output = _Block(dims[0], hidden, self.input_dim)
+        if channels:
+            if len(self.input_shape) != 3:
+                raise ValueError(f"a convolutional ladder VAE takes (C, H, W) images, not {self.input_shape}")
+            self.encoder[0] = _ConvIn(self.input_shape, channels, hidden, 2 * dims[0])
+            self.output = _ConvOut(self.input_shape, channels, dims[0])
 
     @property
     def layers(self) -> int:
