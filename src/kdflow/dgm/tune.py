@@ -111,7 +111,8 @@ def tune_worker(study: GenStudy, run_file: Path, *, worker: int, n_workers: int,
     started = read_json(run_file)
     splits = load_inputs(study.data, "train", "val")
     t_meta = read_json(study.teacher.fit_json)
-    teacher = load_gen_model(study.teacher.model, t_meta["model_sha256"]).requires_grad_(False)
+    teacher = load_gen_model(study.teacher.model, t_meta["model_sha256"]).to(study.cfg.device)
+    teacher.requires_grad_(False)  # on the trials' device: the student trains there
     tags = {
         **study.info.tags(),
         "teacher_run_id": t_meta.get("mlflow_run_id") or "none",
