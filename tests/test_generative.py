@@ -363,3 +363,33 @@ def test_a_convolutional_ladder_vae_through_the_jobs_on_digits(tmp_path):
             8,
         )
     assert teacher["spec"]["channels"] == 4
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"family": "lvae"}, (40,)),
+        ({"family": "lvae", "layers": 2, "latent": [6, 3]}, (40,)),
+        ({"family": "lvae", "channels": 4, "latent": 5}, (1, 8, 8)),
+        ({"family": "hm"}, (2,)),
+        ({"family": "vrnn", "latent": 3}, (40,)),
+    ],
+)
+def test_the_torch_free_registry_agrees_with_the_models(spec, shape):
+    """kdflow.registry repeats the generative families, their latent shapes and their methods
+    without torch (config validation); here they are checked against the built models."""
+    from kdflow.registry import GEN_FAMILIES, GEN_METHODS, latent_shapes
+
+    assert set(GEN_FAMILIES) == set(FAMILIES)
+    model = FAMILIES[spec["family"]].build(spec, shape)
+    if spec["family"] == "lvae":
+        assert latent_shapes(spec, shape) == model.latent_shapes()
+    elif spec["family"] == "hm":
+        assert latent_shapes(spec, shape) == [
+            tuple(v.shape[1:]) for k, v in model.draw_noise(1).items() if k[0] == "z"
+        ]
+    else:
+        assert latent_shapes(spec, shape) == [tuple(model.draw_eps(1, shape[0]).shape[1:])]
+    for method, info in GEN_METHODS.items():
+        for family in info.params:
+            assert method in FAMILIES[family].distill, (method, family)

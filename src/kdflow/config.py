@@ -249,8 +249,8 @@ def _check_semantics(c: dict) -> None:
         from kdflow.generative_config import check_generative  # it imports ConfigError from here
 
         _check_pairs(c)
+        _check_dataset(c)  # before the shapes, which npz and imagefolder read from the files
         check_generative(c)
-        _check_dataset(c)
     else:
         _check_classify(c)
     _check_common(c)
