@@ -226,7 +226,7 @@ def test_what_a_generative_row_tunes():
     assert plan.tuned(cfg, "kd4dgm_lr", "t__a__s") == ["lam", "lr"]
     assert plan.tuned(cfg, "teacher_forced", "t__s") == []  # lam fixed in params
     assert plan.tuned(cfg, "sample_elbo", "t__s") == []
-    space = smk.gen_search_space(cfg, "kd4dgm_lr", "lvae")
+    space = smk.gen_search_space(cfg, "kd4dgm_lr", "t__s")
     assert space == {"lam": Range(1e-3, 10.0, True), "lr": Range(1e-4, 1e-2, True)}
     off = _config(tuning={"enabled": False})
     assert plan.tuned(off, "kd4dgm", "t__s") == []
@@ -306,9 +306,14 @@ def test_the_report_table_by_hand(tmp_path):
             _metric(tmp_path, "s", "kd4dgm_output", "t__s", seed, out),
         ]
     md, grid = tmp_path / "report.md", tmp_path / "plots" / "samples_0.png"
+    trials = tmp_path / "tune" / "kd4dgm" / "t__s" / "trials.parquet"
+    trials.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"trial": [0, 1], "state": ["COMPLETE", "COMPLETE"], "lam": [0.1, 3.0], "val_nll": [101.5, 100.2]}
+    ).to_parquet(trials)
     table = write_generative_report(
         metric_files=files,
-        trial_files=[],
+        trial_files=[trials],
         pairs=["t__s"],
         methods=["kd4dgm", "kd4dgm_output"],
         summary=tmp_path / "summary.parquet",
@@ -329,6 +334,7 @@ def test_the_report_table_by_hand(tmp_path):
     assert "| kd4dgm_output | +1.75 [-7.78, +11.28] (n=2) |" in text
     # against the real-data student: -2.0 and -7.0, mean -4.5, std 3.5355; 12.706 * 3.5355 / 1.4142 = 31.77
     assert "| kd4dgm | -4.50 [-36.27, +27.27] (n=2) |" in text
+    assert "| kd4dgm | t → s | 2 / 0 / 0 | lam=3 | 100.20 |" in text  # the lowest validation NLL
     assert grid.exists() and table.set_index("row").loc["kd4dgm", "n_seeds"] == 2
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdflow import plan
 from kdflow import tracking as trk
 from kdflow.atomic import atomic_write, read_json, sha256, write_json
 from kdflow.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model, verify
@@ -74,14 +75,15 @@ class ModelRef:
 def load_inputs(data: DataRef, *names: str) -> dict[str, Split]:
     """The splits `names` as float inputs: signals standardised per feature by the training
     split's statistics, images as Split.inputs normalises them (per channel, training split)."""
-    train = data.load("train").inputs()
+    loaded = {"train": data.load("train")}  # read once: its statistics, and maybe as a split
+    train = loaded["train"].inputs()
     if train.dim() == 2:
         mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     else:
         mean, std = torch.zeros(()), torch.ones(())
     out = {}
     for name in names:
-        split = data.load(name)
+        split = loaded[name] if name in loaded else data.load(name)
         out[name] = Split((split.inputs() - mean) / std, split.y)
     return out
 
@@ -122,6 +124,25 @@ def _validator(family: str):
     return validate
 
 
+def distillation(
+    arch: dict, shape: tuple[int, ...], teacher: torch.nn.Module, method: MethodRef, cfg: TrainConfig
+):
+    """A student to distil from `teacher` by `method`, data-free: (student, objective, cfg). The
+    student is built from cfg's seed with the modules its family freezes frozen; the objective runs
+    the method's loss on fresh noise every step (as many samples as the batch); cfg takes the
+    method's `lr` when it sets one. Used by distillation jobs and tuning trials alike."""
+    family = FAMILIES[arch["family"]]
+    torch.manual_seed(cfg.seed)
+    student = family.build(arch, shape)
+    for module in family.frozen(student, method.method):
+        module.requires_grad_(False)
+    loss, hp = family.distill[method.method], method.hp
+    objective = lambda m, x, y, idx, epoch: _scalars(loss(teacher, m, len(idx), hp))  # noqa: E731
+    if hp.get("lr") is not None:
+        cfg = replace(cfg, lr=float(hp["lr"]))
+    return student, objective, cfg
+
+
 def train(
     *,
     data: DataRef,
@@ -143,32 +164,27 @@ def train(
     splits = load_inputs(data, "train", "val")
     train_split, val_split = splits["train"], splits["val"]
     shape = tuple(train_split.x.shape[1:])
-    arch = {k: v for k, v in spec.items() if k != "train"}
-    torch.manual_seed(cfg.seed)
-    model = family.build(arch, shape)
-    tags, params = info.tags(), {"model_spec": json.dumps(spec), **asdict(cfg), **asdict(gen)}
+    arch = plan.bare(spec)
     data_hash = content_hash(train_split, val_split)[:16]
+    tags = info.tags()
     if teacher is None:
+        torch.manual_seed(cfg.seed)
+        model = family.build(arch, shape)
         warm = gen.kl_warmup_epochs
         objective = lambda m, x, y, idx, epoch: _scalars(family.train_loss(m, x, kl_weight(epoch, warm)))  # noqa: E731
-        val, validate, run_key = (
-            val_split,
-            _validator(spec["family"]),
-            json.dumps([spec, "scratch", data_hash]),
-        )
+        val, validate = val_split, _validator(spec["family"])
+        run_key = json.dumps([spec, "scratch", data_hash])
+        method_params = {}
     else:
         t_meta = read_json(teacher.fit_json)
         t_model = load_gen_model(teacher.model, t_meta["model_sha256"]).to(cfg.device).requires_grad_(False)
-        loss, hp = family.distill[method.method], method.hp
-        objective = lambda m, x, y, idx, epoch: _scalars(loss(t_model, m, len(idx), hp))  # noqa: E731
-        for module in family.frozen(model, method.method):
-            module.requires_grad_(False)
-        if hp.get("lr") is not None:
-            cfg = replace(cfg, lr=float(hp["lr"]))
+        model, objective, cfg = distillation(arch, shape, t_model, method, cfg)
         val, validate = None, None  # data-free: no real data choose the epoch
-        run_key = json.dumps([spec, method.method, hp, data_hash, t_meta["model_sha256"]], default=str)
+        run_key = json.dumps([spec, method.method, method.hp, data_hash, t_meta["model_sha256"]], default=str)
         tags["teacher_run_id"] = t_meta.get("mlflow_run_id") or "none"
-        params.update({"method_name": method.method, **hp, "teacher": t_meta["model"]})
+        hp = {k: v for k, v in method.hp.items() if k != "lr"}  # the lr in use is cfg's, below
+        method_params = {"method_name": method.method, **hp, "teacher": t_meta["model"]}
+    params = {"model_spec": json.dumps(spec), **asdict(cfg), **asdict(gen), **method_params}
     params["num_params"] = count_parameters(model)
     name = f"{info.rule}/{info.path}/seed{info.seed}"
     with trk.open_run(tracking, name, tags, params, output=str(out_dir)) as run:

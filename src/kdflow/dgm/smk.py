@@ -40,21 +40,12 @@ def gen_method_ref(config: dict, name: str, family: str, tuned_file: str | None 
     return MethodRef(spec.method, hp)
 
 
-def gen_tuned(config: dict, name: str, family: str) -> list[str]:
-    """What a row's study tunes for `family`: the method's default tuned values and the row's
-    `search` keys, less what its params fix (none when tuning is off)."""
-    if not config["tuning"]["enabled"]:
-        return []
-    spec = plan.method_by_name(config, name)
-    info = GEN_METHODS[spec.method]
-    wanted = [p for p in info.tune if p in info.params[family]] + list(spec.search)
-    return [p for p in dict.fromkeys(wanted) if p not in spec.params]
-
-
-def gen_search_space(config: dict, name: str, family: str) -> dict[str, Range]:
+def gen_search_space(config: dict, name: str, lineage: str) -> dict[str, Range]:
+    """What the row `name`'s study tunes on the edge ending `lineage` (plan.tuned), over the
+    registry's ranges or the row's `search` ones."""
     spec = plan.method_by_name(config, name)
     space = {}
-    for p in gen_tuned(config, name, family):
+    for p in plan.tuned(config, name, lineage):
         low, high, log = GEN_RANGES[p]
         r = spec.search.get(p, {"low": low, "high": high})
         space[p] = Range(float(r["low"]), float(r["high"]), log)
@@ -94,7 +85,7 @@ def gen_study(config: dict, rule: str, method: str, lineage: str, paths, on_devi
         info=edge_job_info(config, rule, method, lineage, seed),
         teacher=teacher_model_ref(paths),
         method=gen_method_ref(config, method, family),
-        space=gen_search_space(config, method, family),
+        space=gen_search_space(config, method, lineage),
         n_trials=config["tuning"]["n_trials"],
         journal=Path(paths["journal"]),
         tracking=tracking_spec(config),

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from kdflow import plan
 from kdflow import tracking as trk
 from kdflow.atomic import atomic_write, read_json, write_json
 from kdflow.dgm.families import FAMILIES
-from kdflow.dgm.jobs import GenSettings, ModelRef, _scalars, load_gen_model, load_inputs
+from kdflow.dgm.jobs import GenSettings, ModelRef, distillation, load_gen_model, load_inputs
 from kdflow.engine import DivergenceError, TrainConfig, fingerprint, fit
 from kdflow.pipeline.jobs import DataRef, JobInfo, MethodRef
 from kdflow.tuning import (
@@ -90,24 +91,23 @@ def start_tuning(study: GenStudy, out: Path) -> dict:
 
 def trial_value(study: GenStudy, values: dict, splits: dict, teacher: torch.nn.Module) -> float:
     """Distil the student with `values` and return its validation NLL (nats per example)."""
-    family = FAMILIES[study.spec["family"]]
-    hp = {**study.method.hp, **values}
-    cfg = replace(study.cfg, lr=float(hp["lr"])) if hp.get("lr") is not None else study.cfg
-    torch.manual_seed(cfg.seed)
-    arch = {k: v for k, v in study.spec.items() if k != "train"}
-    student = family.build(arch, tuple(splits["train"].x.shape[1:]))
-    for module in family.frozen(student, study.method.method):
-        module.requires_grad_(False)
-    loss = family.distill[study.method.method]
-    objective = lambda m, x, y, idx, epoch: _scalars(loss(teacher, m, len(idx), hp))  # noqa: E731
+    method = MethodRef(study.method.method, {**study.method.hp, **values})
+    shape = tuple(splits["train"].x.shape[1:])
+    student, objective, cfg = distillation(plan.bare(study.spec), shape, teacher, method, study.cfg)
     model = fit(student, splits["train"], None, cfg, objective, stage=study.run_name).model.cpu()
+    family = FAMILIES[study.spec["family"]]
     x_train, x_val = splits["train"].x, splits["val"].x
     g = study.gen
     est = family.test_nll(model, x_val, x_train, g.tune_importance_samples, g.tune_proposal_steps, cfg.seed)
     return est["nll"].double().mean().item()
 
 
-def tune_worker(study: GenStudy, run_file: Path, *, worker: int, n_workers: int, out: Path) -> dict:
+def tune_worker(
+    study: GenStudy, run_file: Path, *, worker: int, n_workers: int, out: Path, parallel_trials: int = 1
+) -> dict:
+    """Run trials of the study until it holds `n_trials` claimed ones; write `out`: the trials this
+    worker finished. Trials run one by one: `parallel_trials` (classification's stacking of small
+    students, kdflow.stacked) does not apply to generative models and is ignored."""
     started = read_json(run_file)
     splits = load_inputs(study.data, "train", "val")
     t_meta = read_json(study.teacher.fit_json)
