@@ -24,41 +24,22 @@ from kdflow.report.tables import (
     STUDENT,
     TEACHER,
     _pm,
-    _value,
     cell_rows,
     deltas_markdown,
+    load_rows,
     load_trials,
     methods_markdown,
     pair_label,
     paired_deltas,
     parquet_safe,
-    tuned_columns,
+    summarize,
+    tuning_markdown,
 )
 from kdflow.tracking import TrackingSpec, open_run
 
 BASELINE = "kd4dgm"  # the paper's method: every other row is compared with it, seed by seed
 GEN_METRICS = ["test_nll", "ess_median", "ess_below_10", "mmd2", "fd_clf", "num_params"]
 REAL = "student (real data)"  # the scratch student: trained alone by its ELBO on the training split
-
-
-def load_gen_rows(metric_files: list[Path]) -> pd.DataFrame:
-    rows = pd.DataFrame([read_json(p) for p in metric_files])
-    for m in GEN_METRICS:
-        rows[m] = rows[m].astype(float) if m in rows else float("nan")
-    return rows
-
-
-def summarize_gen(rows: pd.DataFrame, pairs: list[str], methods: list[str]) -> pd.DataFrame:
-    lines = []
-    for pair in pairs:
-        for row in [TEACHER, STUDENT, *methods]:
-            cell = cell_rows(rows, pair, row)
-            line = {"pair": pair, "row": row, "model": cell.model.iloc[0] if len(cell) else None}
-            line["n_seeds"] = cell.seed.nunique()
-            for m in GEN_METRICS:
-                line[f"{m}_mean"], line[f"{m}_std"] = cell[m].mean(), cell[m].std()
-            lines.append(line)
-    return pd.DataFrame(lines)
 
 
 def _label(row: str) -> str:
@@ -86,25 +67,6 @@ def metric_markdown(table: pd.DataFrame, pairs: list[str], methods: list[str], m
                 text = f"**{text}**"
             out.append(text)
         lines.append(f"| {_label(row)} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
-
-
-def tuning_nll_markdown(trials: pd.DataFrame) -> str:
-    if trials.empty:
-        return "Tuning was off: every method used its fixed values."
-    lines = [
-        "| method | edge | trials (complete / failed) | best values | best val NLL |",
-        "|---|---|---|---|---:|",
-    ]
-    for (method, edge), t in trials.groupby(["method", "edge"], sort=False):
-        counts = " / ".join(str((t.state == s).sum()) for s in ("COMPLETE", "FAIL"))
-        done = t[t.state == "COMPLETE"].dropna(subset=["val_nll"])
-        if done.empty:
-            lines.append(f"| {method} | {pair_label(edge)} | {counts} | - | - |")
-            continue
-        best = done.loc[done.val_nll.idxmin()]
-        values = ", ".join(f"{c}={_value(best[c])}" for c in tuned_columns(t)) or "-"
-        lines.append(f"| {method} | {pair_label(edge)} | {counts} | {values} | {best.val_nll:.2f} |")
     return "\n".join(lines)
 
 
@@ -209,9 +171,9 @@ def write_generative_report(
     dataset: str = "",
     continual_files: list[Path] = (),
 ) -> pd.DataFrame:
-    rows = load_gen_rows(metric_files)
+    rows = load_rows(metric_files, GEN_METRICS)
     rows["_dir"] = [str(p.parent) for p in metric_files]
-    table = summarize_gen(rows, pairs, methods)
+    table = summarize(rows, pairs, methods, GEN_METRICS)
     n_seeds = rows.seed.nunique()
     vs_real = paired_deltas(rows, pairs, methods, STUDENT, "test_nll", 1.0)
     others = [m for m in methods if m != BASELINE] if BASELINE in methods else []
@@ -268,7 +230,7 @@ def write_generative_report(
             metric_markdown(table, pairs, methods, "fd_clf", 2),
             *grids,
             "## Tuning (validation split)",
-            tuning_nll_markdown(trials),
+            tuning_markdown(trials, "val_nll", "best val NLL", 1.0, lowest=True),
             *(continual_section(continual_files) if continual_files else []),
         ]
     )

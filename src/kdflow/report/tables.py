@@ -30,12 +30,13 @@ METRICS = ["test_acc", "test_nll", "test_ece", "teacher_agreement", "throughput"
 TRIAL_COLUMNS = {"trial", "state", "val_acc", "val_nll", "epochs_run", "pruned_reason", "method", "edge"}
 
 
-def load_rows(metric_files: list[Path]) -> pd.DataFrame:
+def load_rows(metric_files: list[Path], metrics: list[str] = METRICS) -> pd.DataFrame:
+    """One row per metric file, each of `metrics` a float column (NaN where a file lacks it)."""
     rows = pd.DataFrame([read_json(p) for p in metric_files])
-    for m in METRICS:
+    for m in metrics:
         if m not in rows:
             rows[m] = float("nan")
-    rows[METRICS] = rows[METRICS].astype(float)  # teacher_agreement is None for scratch rows
+    rows[metrics] = rows[metrics].astype(float)  # teacher_agreement is None for scratch rows
     return rows
 
 
@@ -70,15 +71,17 @@ def cell_rows(rows: pd.DataFrame, pair: str, row: str) -> pd.DataFrame:
     return rows[(rows.method == row) & (rows.lineage == pair)]
 
 
-def summarize(rows: pd.DataFrame, pairs: list[str], methods: list[str]) -> pd.DataFrame:
-    """One line per (pair, row): seeds and each metric's mean and std, in config order."""
+def summarize(
+    rows: pd.DataFrame, pairs: list[str], methods: list[str], metrics: list[str] = METRICS
+) -> pd.DataFrame:
+    """One line per (pair, row): seeds and each of `metrics`' mean and std, in config order."""
     lines = []
     for pair in pairs:
         for row in [TEACHER, STUDENT, *methods]:
             cell = cell_rows(rows, pair, row)
             line = {"pair": pair, "row": row, "model": cell.model.iloc[0] if len(cell) else None}
             line["n_seeds"] = cell.seed.nunique()
-            for m in METRICS:
+            for m in metrics:
                 line[f"{m}_mean"], line[f"{m}_std"] = cell[m].mean(), cell[m].std()
             lines.append(line)
     return pd.DataFrame(lines)
@@ -255,22 +258,30 @@ def _value(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def tuning_markdown(trials: pd.DataFrame) -> str:
+def tuning_markdown(
+    trials: pd.DataFrame,
+    value: str = "val_acc",
+    label: str = "best val acc %",
+    scale: float = 100.0,
+    lowest: bool = False,
+) -> str:
+    """Per (method, edge) study: its trial counts, the best complete trial's tuned values and its
+    `value` (times `scale`): the highest, or with `lowest` the lowest (an NLL, task generative)."""
     if trials.empty:
         return "Tuning was off: every method used its fixed hyperparameters."
     lines = [
-        "| method | edge | trials (complete / pruned / failed) | best tuned values | best val acc % |",
+        f"| method | edge | trials (complete / pruned / failed) | best tuned values | {label} |",
         "|---|---|---|---|---:|",
     ]
     for (method, edge), t in trials.groupby(["method", "edge"], sort=False):
         counts = " / ".join(str((t.state == s).sum()) for s in ("COMPLETE", "PRUNED", "FAIL"))
-        done = t[t.state == "COMPLETE"].dropna(subset=["val_acc"])
+        done = t[t.state == "COMPLETE"].dropna(subset=[value])
         if done.empty:
             lines.append(f"| {method} | {pair_label(edge)} | {counts} | - | - |")
             continue
-        best = done.loc[done.val_acc.idxmax()]
+        best = done.loc[done[value].idxmin() if lowest else done[value].idxmax()]
         values = ", ".join(f"{c}={_value(best[c])}" for c in tuned_columns(t)) or "-"
-        lines.append(f"| {method} | {pair_label(edge)} | {counts} | {values} | {100 * best.val_acc:.2f} |")
+        lines.append(f"| {method} | {pair_label(edge)} | {counts} | {values} | {scale * best[value]:.2f} |")
     return "\n".join(lines)
 
 
